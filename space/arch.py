@@ -1,0 +1,484 @@
+"""Architecture descriptions: `Stage` and `Arch`, their validation, string form and JSON.
+
+An `Arch` is the single source of truth for a network. The model builder
+(`space.builder`), the cost model (`space.cost`), the string codec (here) and the
+scaling rules (`scaling.scale`) all read it; none keeps its own copy of the rules.
+
+Conventions
+-----------
+* Channels are output channels of a stage; the input of stage ``i`` is the output of
+  stage ``i - 1`` (the stem's output for the first stage).
+* ``stride`` applies to the first block of a stage only; the other ``layers - 1`` blocks
+  have stride 1 and equal input and output channels.
+* ``expand`` is the expansion ratio of the block's hidden width relative to its input
+  channels; ``se`` is the squeeze-and-excitation ratio relative to the block's *input*
+  channels (0 disables SE), as in the reference implementations.
+* ``resolution`` is the square input size in pixels.
+
+String form
+-----------
+One ``-``-separated token per part, each token ``_``-separated fields::
+
+    net_r224_silu_dp0.2-stem_c32_s2-mb_k3_s1_e1_c16_l1_se0.25-...-head_c1280_do0.2
+
+``net``: resolution ``r``, activation name, drop-path rate ``dp``; ``stem``: channels
+``c`` and stride ``s``; one stage token per stage whose first field names the block
+(``mb`` for MBConv, ``fmb`` for Fused-MBConv) followed by kernel ``k``, stride ``s``,
+expansion ``e``, channels ``c``, layers ``l`` and SE ratio ``se``; ``head``: channels
+``c`` and dropout ``do``. Omitted optional fields take defaults (stride 1, expand 1,
+se 0, dp 0, do 0, silu, stem stride 2), so hand-written strings can stay short;
+``to_string`` always writes every field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+__all__ = [
+    "ACTIVATIONS",
+    "BLOCK_KINDS",
+    "Arch",
+    "ArchError",
+    "BlockSpec",
+    "Stage",
+    "make_divisible",
+]
+
+
+class ArchError(ValueError):
+    """An architecture description is invalid; the message names the field and value."""
+
+
+# Block kinds: name -> short token used in the string form. A new kind adds a row here
+# and a layer plan in `space.plan`; the builder and the cost model follow from the plan.
+BLOCK_KINDS: dict[str, str] = {"mbconv": "mb", "fused_mbconv": "fmb"}
+_TOKEN_TO_BLOCK = {token: kind for kind, token in BLOCK_KINDS.items()}
+
+ACTIVATIONS = ("silu", "relu", "relu6", "hardswish", "gelu")
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor``, never below 90% of it.
+
+    This is the channel rounding of the reference EfficientNet / MobileNet code.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return int(rounded)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fmt(value: float) -> str:
+    """Shortest exact text for a number: ``6`` for 6.0, ``0.25`` for 0.25."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: ``layers`` blocks of one kind, the first carrying ``stride``.
+
+    Attributes:
+        block: block kind, one of ``BLOCK_KINDS`` ("mbconv", "fused_mbconv").
+        kernel: odd spatial kernel size of the depthwise (MBConv) or fused (Fused-MBConv)
+            convolution.
+        stride: 1 or 2, applied by the first block.
+        expand: expansion ratio (>= 1) of the hidden width over the block input channels.
+        channels: output channels.
+        layers: number of blocks (>= 1).
+        se: squeeze-and-excitation ratio relative to the block input channels, in [0, 1).
+    """
+
+    block: str
+    kernel: int
+    stride: int
+    expand: float
+    channels: int
+    layers: int
+    se: float = 0.0
+
+    def __post_init__(self) -> None:
+        where = "stage"
+        if self.block not in BLOCK_KINDS:
+            raise ArchError(
+                f"{where}: unknown block {self.block!r}; expected one of {sorted(BLOCK_KINDS)}"
+            )
+        if not _is_int(self.kernel) or self.kernel <= 0 or self.kernel % 2 == 0:
+            raise ArchError(f"{where}: kernel must be a positive odd integer, got {self.kernel!r}")
+        if not _is_int(self.stride) or self.stride not in (1, 2):
+            raise ArchError(f"{where}: stride must be 1 or 2, got {self.stride!r}")
+        if not _is_number(self.expand) or not math.isfinite(self.expand) or self.expand < 1:
+            raise ArchError(f"{where}: expand must be a number >= 1, got {self.expand!r}")
+        if not _is_int(self.channels) or self.channels <= 0:
+            raise ArchError(f"{where}: channels must be a positive integer, got {self.channels!r}")
+        if not _is_int(self.layers) or self.layers < 1:
+            raise ArchError(f"{where}: layers must be an integer >= 1, got {self.layers!r}")
+        if not _is_number(self.se) or not 0 <= self.se < 1:
+            raise ArchError(f"{where}: se must be in [0, 1), got {self.se!r}")
+        # Normalise so that e6 and e6.0 are the same description (equal, same hash, same JSON).
+        object.__setattr__(self, "expand", float(self.expand))
+        object.__setattr__(self, "se", float(self.se))
+
+    # --- scaling rules (read by scaling.scale; kept beside the description they change) ---
+
+    @staticmethod
+    def adjust_channels(channels: int, width_mult: float) -> int:
+        """Channels after width scaling: ``make_divisible(channels * width_mult, 8)``."""
+        return make_divisible(channels * width_mult, 8)
+
+    @staticmethod
+    def adjust_depth(layers: int, depth_mult: float) -> int:
+        """Layers after depth scaling: ``ceil(layers * depth_mult)``."""
+        return int(math.ceil(layers * depth_mult))
+
+    def expanded_channels(self, in_channels: int) -> int:
+        """Hidden width of a block of this stage with ``in_channels`` inputs."""
+        if self.expand == 1.0:
+            return in_channels
+        return make_divisible(in_channels * self.expand, 8)
+
+    def se_channels(self, in_channels: int) -> int:
+        """Squeeze width of a block with ``in_channels`` inputs (0 when SE is off)."""
+        if self.se == 0.0:
+            return 0
+        return max(1, int(in_channels * self.se))
+
+    def to_token(self) -> str:
+        return (
+            f"{BLOCK_KINDS[self.block]}_k{self.kernel}_s{self.stride}_e{_fmt(self.expand)}"
+            f"_c{self.channels}_l{self.layers}_se{_fmt(self.se)}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if self.expand.is_integer():
+            d["expand"] = int(self.expand)
+        return d
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One concrete block of an `Arch`, after stages are unrolled.
+
+    ``index`` is the global block index (0-based); ``drop_path`` is this block's
+    stochastic-depth rate, ``arch.drop_path * index / total_blocks``, applied only when
+    the block has a residual connection.
+    """
+
+    stage_index: int
+    index: int
+    block: str
+    kernel: int
+    stride: int
+    in_channels: int
+    expanded_channels: int
+    out_channels: int
+    se_channels: int
+    drop_path: float
+
+    @property
+    def residual(self) -> bool:
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A whole network: stem, stages, head and the training-time regularisers.
+
+    Attributes:
+        stem_channels: output channels of the stem 3x3 convolution.
+        stem_stride: stride of the stem (1 or 2).
+        stages: the stages, in order.
+        head_channels: channels of the final 1x1 convolution before pooling.
+        resolution: square input size in pixels used for training and costing.
+        dropout: dropout rate before the classifier, in [0, 1).
+        drop_path: maximum stochastic-depth rate, in [0, 1); block ``i`` of ``n`` uses
+            ``drop_path * i / n``.
+        activation: activation name, one of ``ACTIVATIONS``.
+    """
+
+    stem_channels: int
+    stem_stride: int
+    stages: tuple[Stage, ...]
+    head_channels: int
+    resolution: int
+    dropout: float = 0.0
+    drop_path: float = 0.0
+    activation: str = "silu"
+
+    def __post_init__(self) -> None:
+        stages = tuple(self.stages)
+        object.__setattr__(self, "stages", stages)
+        if not stages:
+            raise ArchError("arch: stages must not be empty")
+        for i, stage in enumerate(stages, 1):
+            if not isinstance(stage, Stage):
+                raise ArchError(f"arch: stage {i} must be a Stage, got {type(stage).__name__}")
+        if not _is_int(self.stem_channels) or self.stem_channels <= 0:
+            raise ArchError(
+                f"arch: stem_channels must be a positive integer, got {self.stem_channels!r}"
+            )
+        if not _is_int(self.stem_stride) or self.stem_stride not in (1, 2):
+            raise ArchError(f"arch: stem_stride must be 1 or 2, got {self.stem_stride!r}")
+        if not _is_int(self.head_channels) or self.head_channels <= 0:
+            raise ArchError(
+                f"arch: head_channels must be a positive integer, got {self.head_channels!r}"
+            )
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise ArchError(f"arch: dropout must be in [0, 1), got {self.dropout!r}")
+        if not _is_number(self.drop_path) or not 0 <= self.drop_path < 1:
+            raise ArchError(f"arch: drop_path must be in [0, 1), got {self.drop_path!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ArchError(
+                f"arch: unknown activation {self.activation!r}; expected one of {list(ACTIVATIONS)}"
+            )
+        if not _is_int(self.resolution) or self.resolution <= 0:
+            raise ArchError(f"arch: resolution must be a positive integer, got {self.resolution!r}")
+        if self.resolution < self.total_stride:
+            raise ArchError(
+                f"arch: resolution {self.resolution} is too small for the total stride "
+                f"{self.total_stride}; use at least {self.total_stride}"
+            )
+        object.__setattr__(self, "dropout", float(self.dropout))
+        object.__setattr__(self, "drop_path", float(self.drop_path))
+
+    # --- derived facts -----------------------------------------------------------------
+
+    @property
+    def total_stride(self) -> int:
+        stride = self.stem_stride
+        for stage in self.stages:
+            stride *= stage.stride
+        return stride
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(stage.layers for stage in self.stages)
+
+    def final_resolution(self, resolution: int | None = None) -> int:
+        """Side of the feature map entering the head (padding ``k // 2``: ``ceil(n / s)``)."""
+        size = self.resolution if resolution is None else resolution
+        for stride in (self.stem_stride, *(s.stride for s in self.stages)):
+            size = -(-size // stride)
+        return size
+
+    def blocks(self) -> Iterator[BlockSpec]:
+        """Unroll the stages into blocks, with channels, strides and drop-path rates."""
+        total = self.num_blocks
+        in_channels = self.stem_channels
+        index = 0
+        for stage_index, stage in enumerate(self.stages):
+            for layer in range(stage.layers):
+                stride = stage.stride if layer == 0 else 1
+                yield BlockSpec(
+                    stage_index=stage_index,
+                    index=index,
+                    block=stage.block,
+                    kernel=stage.kernel,
+                    stride=stride,
+                    in_channels=in_channels,
+                    expanded_channels=stage.expanded_channels(in_channels),
+                    out_channels=stage.channels,
+                    se_channels=stage.se_channels(in_channels),
+                    drop_path=self.drop_path * index / total,
+                )
+                in_channels = stage.channels
+                index += 1
+
+    def replace(self, **changes: Any) -> "Arch":
+        """A copy with some fields changed (validated like a new description)."""
+        return dataclasses.replace(self, **changes)
+
+    # --- string form -------------------------------------------------------------------
+
+    def to_string(self) -> str:
+        parts = [
+            f"net_r{self.resolution}_{self.activation}_dp{_fmt(self.drop_path)}",
+            f"stem_c{self.stem_channels}_s{self.stem_stride}",
+            *(stage.to_token() for stage in self.stages),
+            f"head_c{self.head_channels}_do{_fmt(self.dropout)}",
+        ]
+        return "-".join(parts)
+
+    def __str__(self) -> str:
+        return self.to_string()
+
+    @classmethod
+    def from_string(cls, text: str) -> "Arch":
+        """Parse the string form; raises `ArchError` naming the offending token."""
+        if not isinstance(text, str) or not text.strip():
+            raise ArchError("arch string is empty")
+        tokens = [t for t in text.strip().split("-")]
+        net: dict[str, Any] = {}
+        stem: dict[str, Any] | None = None
+        head: dict[str, Any] | None = None
+        stages: list[Stage] = []
+        for position, token in enumerate(tokens, 1):
+            fields = token.split("_")
+            kind = fields[0]
+            if kind == "net":
+                net = _parse_fields(token, fields[1:], {"r": int, "dp": float}, words=ACTIVATIONS)
+            elif kind == "stem":
+                stem = _parse_fields(token, fields[1:], {"c": int, "s": int})
+            elif kind == "head":
+                head = _parse_fields(token, fields[1:], {"c": int, "do": float})
+            elif kind in _TOKEN_TO_BLOCK:
+                values = _parse_fields(
+                    token,
+                    fields[1:],
+                    {"k": int, "s": int, "e": float, "c": int, "l": int, "se": float},
+                )
+                for required in ("k", "c", "l"):
+                    if required not in values:
+                        raise ArchError(f"arch string: stage token {token!r} is missing {required}<n>")
+                try:
+                    stages.append(
+                        Stage(
+                            block=_TOKEN_TO_BLOCK[kind],
+                            kernel=values["k"],
+                            stride=values.get("s", 1),
+                            expand=values.get("e", 1.0),
+                            channels=values["c"],
+                            layers=values["l"],
+                            se=values.get("se", 0.0),
+                        )
+                    )
+                except ArchError as err:
+                    raise ArchError(f"arch string token {token!r}: {_strip_where(err)}") from None
+            else:
+                known = ["net", "stem", "head", *sorted(_TOKEN_TO_BLOCK)]
+                raise ArchError(
+                    f"arch string: unknown token {token!r} at position {position}; "
+                    f"tokens start with one of {known}"
+                )
+        if stem is None or "c" not in stem:
+            raise ArchError("arch string: missing stem token such as 'stem_c32_s2'")
+        if head is None or "c" not in head:
+            raise ArchError("arch string: missing head token such as 'head_c1280_do0.2'")
+        if "r" not in net:
+            raise ArchError("arch string: missing resolution, e.g. a first token 'net_r224_silu'")
+        return cls(
+            stem_channels=stem["c"],
+            stem_stride=stem.get("s", 2),
+            stages=tuple(stages),
+            head_channels=head["c"],
+            resolution=net["r"],
+            dropout=head.get("do", 0.0),
+            drop_path=net.get("dp", 0.0),
+            activation=net.get("word", "silu"),
+        )
+
+    # --- JSON --------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stem_channels": self.stem_channels,
+            "stem_stride": self.stem_stride,
+            "stages": [stage.to_dict() for stage in self.stages],
+            "head_channels": self.head_channels,
+            "resolution": self.resolution,
+            "dropout": self.dropout,
+            "drop_path": self.drop_path,
+            "activation": self.activation,
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Arch":
+        if not isinstance(data, dict):
+            raise ArchError(f"arch JSON must be an object, got {type(data).__name__}")
+        # A JSON document written by `space info --json` nests the description under "arch".
+        if "stages" not in data and isinstance(data.get("arch"), (dict, str)):
+            inner = data["arch"]
+            return cls.from_string(inner) if isinstance(inner, str) else cls.from_dict(inner)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ArchError(f"arch JSON: unknown field {unknown[0]!r}; expected some of {sorted(fields)}")
+        missing = sorted(f for f in ("stem_channels", "stem_stride", "stages", "head_channels",
+                                     "resolution") if f not in data)
+        if missing:
+            raise ArchError(f"arch JSON: missing field {missing[0]!r}")
+        if not isinstance(data["stages"], list):
+            raise ArchError("arch JSON: 'stages' must be a list of stage objects")
+        stage_fields = {f.name for f in dataclasses.fields(Stage)}
+        stages = []
+        for i, raw in enumerate(data["stages"], 1):
+            if not isinstance(raw, dict):
+                raise ArchError(f"arch JSON: stage {i} must be an object")
+            bad = sorted(set(raw) - stage_fields)
+            if bad:
+                raise ArchError(f"arch JSON: stage {i} has unknown field {bad[0]!r}")
+            try:
+                stages.append(Stage(**raw))
+            except TypeError:
+                absent = sorted(stage_fields - set(raw) - {"se"})
+                raise ArchError(f"arch JSON: stage {i} is missing field {absent[0]!r}") from None
+            except ArchError as err:
+                raise ArchError(f"arch JSON: stage {i}: {_strip_where(err)}") from None
+        return cls(**{**data, "stages": tuple(stages)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Arch":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ArchError(f"arch JSON is not valid JSON: {err.msg} at line {err.lineno}") from None
+        return cls.from_dict(data)
+
+
+def _strip_where(err: ArchError) -> str:
+    message = str(err)
+    return message[len("stage: "):] if message.startswith("stage: ") else message
+
+
+_FIELD = re.compile(r"^([a-z]+?)(-?[0-9][0-9.e+-]*)$")
+
+
+def _parse_fields(
+    token: str, fields: list[str], spec: dict[str, type], words: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Parse ``k3``-style fields of one token into typed values."""
+    values: dict[str, Any] = {}
+    for field in fields:
+        if field in words:
+            values["word"] = field
+            continue
+        match = _FIELD.match(field)
+        # Prefer the longest known key: "se0.25" must not read as "s" + "e0.25".
+        key, raw = None, None
+        for candidate in sorted(spec, key=len, reverse=True):
+            if field.startswith(candidate) and len(field) > len(candidate):
+                rest = field[len(candidate):]
+                if rest[0].isdigit() or rest[0] in ".-":
+                    key, raw = candidate, rest
+                    break
+        if key is None or match is None:
+            expected = ", ".join(f"{k}<n>" for k in spec) + (f" or one of {list(words)}" if words else "")
+            raise ArchError(f"arch string token {token!r}: unknown field {field!r}; expected {expected}")
+        try:
+            value = spec[key](raw)
+        except ValueError:
+            raise ArchError(
+                f"arch string token {token!r}: field {key!r} needs a number, got {raw!r}"
+            ) from None
+        if key in values:
+            raise ArchError(f"arch string token {token!r}: field {key!r} is given twice")
+        values[key] = value
+    return values

@@ -1,0 +1,143 @@
+"""Named architectures. The bases live here; scaled families (EfficientNet B1..B7) are
+registered by `scaling.presets` through the ``effnas.presets`` entry point, so that
+`space` never imports `scaling` (the dependency runs scaling -> space).
+
+Each preset carries its metadata (what it is, where its numbers come from) beside the
+factory that makes its `Arch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Callable
+
+from .arch import Arch, Stage
+
+__all__ = ["Preset", "register_preset", "get_preset", "preset_names", "efficientnet_b0"]
+
+ENTRY_POINT_GROUP = "effnas.presets"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named architecture: a factory and what to know about it."""
+
+    name: str
+    factory: Callable[[], Arch]
+    description: str
+    meta: dict = field(default_factory=dict)
+
+    def arch(self) -> Arch:
+        return self.factory()
+
+
+_REGISTRY: dict[str, Preset] = {}
+_plugins_loaded = False
+
+
+def register_preset(name: str, factory: Callable[[], Arch], description: str, **meta) -> None:
+    """Add a named architecture (a later registration under the same name replaces it)."""
+    _REGISTRY[name] = Preset(name, factory, description, dict(meta))
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()()
+
+
+def preset_names() -> list[str]:
+    _load_plugins()
+    return sorted(_REGISTRY)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; KeyError with the known names when there is none."""
+    if name not in _REGISTRY:
+        _load_plugins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}") from None
+
+
+def _mb(k: int, s: int, e: float, c: int, l: int, se: float = 0.25) -> Stage:
+    return Stage("mbconv", k, s, e, c, l, se)
+
+
+def _fmb(k: int, s: int, e: float, c: int, l: int) -> Stage:
+    return Stage("fused_mbconv", k, s, e, c, l, 0.0)
+
+
+def efficientnet_b0() -> Arch:
+    """EfficientNet-B0 (Tan & Le, 2019, Table 1): the base of the B-family."""
+    return Arch(
+        stem_channels=32, stem_stride=2,
+        stages=(
+            _mb(3, 1, 1, 16, 1), _mb(3, 2, 6, 24, 2), _mb(5, 2, 6, 40, 2), _mb(3, 2, 6, 80, 3),
+            _mb(5, 1, 6, 112, 3), _mb(5, 2, 6, 192, 4), _mb(3, 1, 6, 320, 1),
+        ),
+        head_channels=1280, resolution=224, dropout=0.2, drop_path=0.2,
+    )
+
+
+def efficientnet_b0_cifar() -> Arch:
+    """B0 for 32x32 inputs: the stem keeps stride 1, so the head sees a 2x2 map
+    (total stride 16) instead of 1x1."""
+    return efficientnet_b0().replace(stem_stride=1, resolution=32)
+
+
+def efficientnet_v2_s() -> Arch:
+    """EfficientNetV2-S (Tan & Le, 2021, Table 4), trained at 384 for evaluation."""
+    return Arch(
+        stem_channels=24, stem_stride=2,
+        stages=(
+            _fmb(3, 1, 1, 24, 2), _fmb(3, 2, 4, 48, 4), _fmb(3, 2, 4, 64, 4),
+            _mb(3, 2, 4, 128, 6), _mb(3, 1, 6, 160, 9), _mb(3, 2, 6, 256, 15),
+        ),
+        head_channels=1280, resolution=384, dropout=0.2, drop_path=0.2,
+    )
+
+
+def efficientnet_v2_m() -> Arch:
+    """EfficientNetV2-M, as in the reference implementations, evaluated at 480."""
+    return Arch(
+        stem_channels=24, stem_stride=2,
+        stages=(
+            _fmb(3, 1, 1, 24, 3), _fmb(3, 2, 4, 48, 5), _fmb(3, 2, 4, 80, 5),
+            _mb(3, 2, 4, 160, 7), _mb(3, 1, 6, 176, 14), _mb(3, 2, 6, 304, 18),
+            _mb(3, 1, 6, 512, 5),
+        ),
+        head_channels=1280, resolution=480, dropout=0.3, drop_path=0.2,
+    )
+
+
+def efficientnet_v2_l() -> Arch:
+    """EfficientNetV2-L, as in the reference implementations, evaluated at 480."""
+    return Arch(
+        stem_channels=32, stem_stride=2,
+        stages=(
+            _fmb(3, 1, 1, 32, 4), _fmb(3, 2, 4, 64, 7), _fmb(3, 2, 4, 96, 7),
+            _mb(3, 2, 4, 192, 10), _mb(3, 1, 6, 224, 19), _mb(3, 2, 6, 384, 25),
+            _mb(3, 1, 6, 640, 7),
+        ),
+        head_channels=1280, resolution=480, dropout=0.4, drop_path=0.2,
+    )
+
+
+register_preset("efficientnet_b0", efficientnet_b0,
+                "EfficientNet-B0, the searched baseline of Tan & Le (2019)",
+                source="Tan & Le 2019, Table 1", resolution=224)
+register_preset("efficientnet_b0_cifar", efficientnet_b0_cifar,
+                "EfficientNet-B0 with a stride-1 stem for 32x32 proxy work (2x2 map at the head)",
+                resolution=32)
+register_preset("efficientnet_v2_s", efficientnet_v2_s, "EfficientNetV2-S",
+                source="Tan & Le 2021, Table 4", resolution=384)
+register_preset("efficientnet_v2_m", efficientnet_v2_m, "EfficientNetV2-M",
+                source="Tan & Le 2021; torchvision / timm reference configs", resolution=480)
+register_preset("efficientnet_v2_l", efficientnet_v2_l, "EfficientNetV2-L",
+                source="Tan & Le 2021; torchvision / timm reference configs", resolution=480)
