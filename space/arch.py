@@ -39,6 +39,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from .errors import UserError
+
 __all__ = [
     "ACTIVATIONS",
     "BLOCK_KINDS",
@@ -50,7 +52,7 @@ __all__ = [
 ]
 
 
-class ArchError(ValueError):
+class ArchError(UserError):
     """An architecture description is invalid; the message names the field and value."""
 
 

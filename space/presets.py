@@ -14,7 +14,7 @@ from typing import Callable
 
 from .arch import Arch, Stage
 
-__all__ = ["Preset", "register_preset", "get_preset", "preset_names", "efficientnet_b0"]
+__all__ = ["Preset", "register_preset", "get_preset", "preset_names", "resolve_arch", "efficientnet_b0"]
 
 ENTRY_POINT_GROUP = "effnas.presets"
 
@@ -141,3 +141,38 @@ register_preset("efficientnet_v2_m", efficientnet_v2_m, "EfficientNetV2-M",
                 source="Tan & Le 2021; torchvision / timm reference configs", resolution=480)
 register_preset("efficientnet_v2_l", efficientnet_v2_l, "EfficientNetV2-L",
                 source="Tan & Le 2021; torchvision / timm reference configs", resolution=480)
+
+
+def resolve_arch(ref: str) -> Arch:
+    """An `Arch` from a preset name, a path to an arch JSON file, or an arch string.
+
+    Raises `ArchError` (a `UserError`) with one sentence when ``ref`` is none of these.
+    """
+    from pathlib import Path
+
+    from .arch import ArchError
+
+    ref = ref.strip()
+    # Arch strings never contain a path separator or end in ".json".
+    if ref.endswith(".json") or "/" in ref or "\\" in ref or Path(ref).is_file():
+        path = Path(ref)
+        if not path.is_file():
+            raise ArchError(f"arch file not found: {ref}")
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ArchError(f"cannot read arch file {ref}: {err.strerror}") from None
+        try:
+            return Arch.from_json(text)
+        except ArchError as err:
+            raise ArchError(f"{ref}: {err}") from None
+    if "-" not in ref:
+        names = preset_names()
+        if ref in names:
+            return get_preset(ref).arch()
+        raise ArchError(
+            f"unknown architecture {ref!r}: not a preset ({', '.join(names)}), "
+            "not an arch string such as 'net_r224_silu-stem_c32_s2-mb_k3_s1_e1_c16_l1-head_c1280', "
+            "and not a .json file"
+        )
+    return Arch.from_string(ref)

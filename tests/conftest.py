@@ -1,0 +1,18 @@
+import os
+import sys
+
+import pytest
+import torch
+
+# Tests run on 2 CPU cores; more threads than cores only adds contention.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+sys.path.insert(0, os.path.dirname(__file__))
+
+TINY = "net_r16_silu-stem_c8_s1-mb_k3_s2_e2_c16_l1_se0.25-fmb_k3_s2_e2_c24_l2-head_c32"
+
+
+@pytest.fixture
+def tiny_arch():
+    from space import Arch
+
+    return Arch.from_string(TINY)

@@ -1,0 +1,166 @@
+import json
+
+import pytest
+
+from space import Arch, ArchError, Stage, make_divisible
+from space.errors import UserError
+from space.presets import get_preset, preset_names, resolve_arch
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_string_and_json_round_trip_every_preset(name):
+    arch = get_preset(name).arch()
+    text = arch.to_string()
+    assert Arch.from_string(text) == arch
+    assert Arch.from_string(text).to_string() == text
+    assert Arch.from_json(arch.to_json()) == arch
+    assert Arch.from_dict(json.loads(arch.to_json(indent=2))) == arch
+
+
+def test_string_form_is_one_token_per_stage():
+    arch = get_preset("efficientnet_b0").arch()
+    tokens = arch.to_string().split("-")
+    assert tokens[0] == "net_r224_silu_dp0.2"
+    assert tokens[1] == "stem_c32_s2"
+    assert tokens[2] == "mb_k3_s1_e1_c16_l1_se0.25"
+    assert tokens[3] == "mb_k3_s2_e6_c24_l2_se0.25"
+    assert tokens[-1] == "head_c1280_do0.2"
+    assert len(tokens) == len(arch.stages) + 3
+
+
+def test_short_string_takes_defaults():
+    arch = Arch.from_string("net_r64-stem_c16-fmb_k3_c24_l2-mb_k5_s2_e4_c32_l1_se0.25-head_c64")
+    assert arch.stem_stride == 2 and arch.activation == "silu" and arch.dropout == 0.0
+    assert arch.stages[0] == Stage("fused_mbconv", 3, 1, 1, 24, 2, 0.0)
+    assert arch.stages[1] == Stage("mbconv", 5, 2, 4, 32, 1, 0.25)
+    assert Arch.from_string(arch.to_string()) == arch
+
+
+def test_fractional_expand_round_trips():
+    arch = Arch.from_string("net_r32-stem_c16_s1-mb_k3_s2_e2.5_c24_l1_se0.125-head_c64")
+    assert arch.stages[0].expand == 2.5 and arch.stages[0].se == 0.125
+    assert "e2.5" in arch.to_string()
+    assert Arch.from_string(arch.to_string()) == arch
+    assert Arch.from_json(arch.to_json()) == arch
+
+
+def test_int_and_float_expand_are_the_same_description():
+    a = Stage("mbconv", 3, 1, 6, 16, 1, 0.25)
+    b = Stage("mbconv", 3, 1, 6.0, 16, 1, 0.25)
+    assert a == b and hash(a) == hash(b)
+    assert a.to_dict()["expand"] == 6 and isinstance(a.to_dict()["expand"], int)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(block="conv"), ["block", "'conv'"]),
+        (dict(kernel=4), ["kernel", "4"]),
+        (dict(kernel=-3), ["kernel", "-3"]),
+        (dict(kernel=0), ["kernel", "0"]),
+        (dict(stride=3), ["stride", "3"]),
+        (dict(channels=0), ["channels", "0"]),
+        (dict(layers=0), ["layers", "0"]),
+        (dict(se=1.0), ["se", "1.0"]),
+        (dict(se=-0.1), ["se", "-0.1"]),
+        (dict(expand=0.5), ["expand", "0.5"]),
+    ],
+)
+def test_stage_validation_names_field_and_value(kwargs, words):
+    base = dict(block="mbconv", kernel=3, stride=1, expand=6, channels=16, layers=1, se=0.25)
+    with pytest.raises(ArchError) as err:
+        Stage(**{**base, **kwargs})
+    message = str(err.value)
+    for word in words:
+        assert word in message
+    assert "\n" not in message
+    assert isinstance(err.value, UserError)
+
+
+def test_arch_validation():
+    stage = Stage("mbconv", 3, 2, 6, 16, 1)
+    ok = dict(stem_channels=8, stem_stride=2, stages=(stage,), head_channels=32, resolution=8)
+    Arch(**ok)
+    cases = [
+        (dict(resolution=2), "too small for the total stride 4"),
+        (dict(stages=()), "stages must not be empty"),
+        (dict(activation="tanh"), "activation 'tanh'"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(drop_path=-0.1), "drop_path"),
+        (dict(stem_stride=4), "stem_stride"),
+        (dict(head_channels=0), "head_channels"),
+    ]
+    for change, needle in cases:
+        with pytest.raises(ArchError, match=needle.replace("(", r"\(")):
+            Arch(**{**ok, **change})
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("", "empty"),
+        ("net_r224-stem_c32-xx_k3-head_c10", "unknown token 'xx_k3'"),
+        ("net_r224-stem_c32-mb_k3_q2_c16_l1-head_c10", "unknown field 'q2'"),
+        ("net_r224-stem_c32-mb_k3_c16-head_c10", "missing l"),
+        ("net_r224-stem_c32-mb_k3_kx_c16_l1-head_c10", "unknown field 'kx'"),
+        ("net_r224-stem_c32-mb_k3.5_c16_l1-head_c10", "'k' needs a number"),
+        ("net_r224-stem_c32-mb_k3_c16_l1", "missing head"),
+        ("net_r224-mb_k3_c16_l1-head_c10", "missing stem"),
+        ("stem_c32-mb_k3_c16_l1-head_c10", "missing resolution"),
+        ("net_r224-stem_c32-mb_k3_k5_c16_l1-head_c10", "given twice"),
+        ("net_r224-stem_c32-mb_k4_c16_l1-head_c10", "kernel must be a positive odd integer, got 4"),
+    ],
+)
+def test_bad_strings_give_one_sentence(text, needle):
+    with pytest.raises(ArchError) as err:
+        Arch.from_string(text)
+    assert needle in str(err.value)
+
+
+def test_bad_json():
+    with pytest.raises(ArchError, match="not valid JSON"):
+        Arch.from_json("{")
+    good = get_preset("efficientnet_b0").arch().to_dict()
+    with pytest.raises(ArchError, match="unknown field 'colour'"):
+        Arch.from_dict({**good, "colour": 1})
+    with pytest.raises(ArchError, match="missing field 'resolution'"):
+        Arch.from_dict({k: v for k, v in good.items() if k != "resolution"})
+    bad_stage = dict(good["stages"][0], kernel=2)
+    with pytest.raises(ArchError, match="stage 1: kernel"):
+        Arch.from_dict({**good, "stages": [bad_stage]})
+
+
+def test_info_json_document_reads_back_as_arch():
+    arch = get_preset("efficientnet_b2").arch()
+    assert Arch.from_dict({"arch": arch.to_string(), "params": 1}) == arch
+
+
+def test_blocks_unroll_channels_strides_and_drop_path():
+    arch = get_preset("efficientnet_b0").arch()
+    blocks = list(arch.blocks())
+    assert len(blocks) == 16 == arch.num_blocks
+    assert blocks[0].in_channels == 32 and blocks[0].expanded_channels == 32
+    assert blocks[1].stride == 2 and blocks[2].stride == 1 and blocks[2].in_channels == 24
+    assert blocks[1].se_channels == 4  # int(16 * 0.25): SE width follows the block *input*
+    assert [b.drop_path for b in blocks] == pytest.approx([0.2 * i / 16 for i in range(16)])
+    assert not blocks[0].residual and not blocks[1].residual and blocks[2].residual
+
+
+def test_make_divisible_90_percent_rule():
+    assert make_divisible(32 * 1.4) == 48
+    assert make_divisible(24 * 1.1) == 24  # 26.4 -> 24 keeps >= 90%
+    assert make_divisible(12) == 16  # 8 would be < 90% of 12
+    assert make_divisible(3) == 8
+
+
+def test_resolve_arch_accepts_preset_string_and_file(tmp_path):
+    arch = get_preset("efficientnet_b1").arch()
+    assert resolve_arch("efficientnet_b1") == arch
+    assert resolve_arch(arch.to_string()) == arch
+    path = tmp_path / "a.json"
+    path.write_text(arch.to_json())
+    assert resolve_arch(str(path)) == arch
+    with pytest.raises(ArchError, match="arch file not found"):
+        resolve_arch(str(tmp_path / "missing.json"))
+    with pytest.raises(ArchError, match="unknown architecture 'efficientnet_b9'"):
+        resolve_arch("efficientnet_b9")

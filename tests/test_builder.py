@@ -1,0 +1,85 @@
+import pytest
+import torch
+from torch import nn
+
+from space import Arch, build_model, cost
+from space.blocks import Block, SqueezeExciteModule, StochasticDepth
+from space.presets import get_preset
+
+
+@pytest.mark.parametrize("resolution", [16, 23, 32, 48])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_output_shapes_at_several_resolutions(tiny_arch, resolution, channels_last):
+    model = build_model(tiny_arch, num_classes=7).eval()
+    x = torch.randn(3, 3, resolution, resolution)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        y = model(x)
+        feats = model.forward_features(x)
+    assert y.shape == (3, 7)
+    side = tiny_arch.replace(resolution=max(resolution, tiny_arch.total_stride)).final_resolution(resolution)
+    assert feats.shape == (3, tiny_arch.head_channels, side, side)
+    assert torch.isfinite(y).all()
+
+
+def test_cifar_b0_keeps_a_2x2_map_and_trains_a_step():
+    arch = get_preset("efficientnet_b0_cifar").arch()
+    assert arch.resolution == 32 and arch.final_resolution() >= 2
+    model = build_model(arch, num_classes=10).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    assert model.forward_features(x).shape[-2:] == (2, 2)
+    loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_block_structure_follows_the_description():
+    arch = Arch.from_string(
+        "net_r32_silu_dp0.5-stem_c16_s1-mb_k5_s1_e1_c16_l2_se0.25-mb_k3_s2_e4_c24_l1-"
+        "fmb_k3_s1_e1_c24_l1-fmb_k3_s1_e4_c32_l1_se0.25-head_c64_do0.1")
+    model = build_model(arch)
+    blocks = [m for m in model.modules() if isinstance(m, Block)]
+    assert len(blocks) == 5
+    # MBConv e1: no expansion conv; depthwise 5x5 on 16 channels; SE squeeze int(16*0.25)=4.
+    convs = [m for m in blocks[0].layers.modules() if isinstance(m, nn.Conv2d)]
+    depthwise = convs[0]
+    assert depthwise.kernel_size == (5, 5) and depthwise.groups == 16
+    se = [m for m in blocks[0].modules() if isinstance(m, SqueezeExciteModule)][0]
+    assert se.fc1.out_channels == 4
+    assert blocks[0].residual and blocks[1].residual and not blocks[2].residual
+    # stochastic depth grows with the global block index: 0, 0.1, (2: no residual), 0.3
+    rates = [b.drop_path.p for b in blocks if isinstance(b.drop_path, StochasticDepth)]
+    assert rates == pytest.approx([0.0, 0.5 * 1 / 5, 0.5 * 3 / 5])
+    # Fused e1: a single 3x3 conv with activation; fused e4: 3x3 to 96 then 1x1 projection.
+    fused1 = [m for m in blocks[3].layers.modules() if isinstance(m, nn.Conv2d)]
+    assert len(fused1) == 1 and fused1[0].kernel_size == (3, 3)
+    fused4 = [m for m in blocks[4].layers.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in fused4] == [96, 6, 96, 32]  # conv, SE fc1/fc2, projection
+    assert isinstance(model.dropout, nn.Dropout) and model.dropout.p == 0.1
+    assert sum(p.numel() for p in model.parameters()) == cost(arch).params
+
+
+def test_stochastic_depth_drops_whole_samples_only_in_training():
+    layer = StochasticDepth(0.5)
+    x = torch.ones(2000, 4, 2, 2)
+    torch.manual_seed(0)
+    y = layer.train()(x)
+    per_sample = y.flatten(1)
+    assert set(per_sample.unique().tolist()) == {0.0, 2.0}
+    assert (per_sample == per_sample[:, :1]).all()
+    assert 0.4 < (per_sample[:, 0] == 0).float().mean() < 0.6
+    assert torch.equal(layer.eval()(x), x)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish", "gelu"])
+def test_other_activations(tiny_arch, activation):
+    model = build_model(tiny_arch.replace(activation=activation), num_classes=3).eval()
+    assert model(torch.randn(1, 3, 16, 16)).shape == (1, 3)
+
+
+def test_bad_num_classes(tiny_arch):
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model(tiny_arch, num_classes=0)
