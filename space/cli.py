@@ -121,7 +121,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("search spaces:")
     for name in SearchSpace.names():
         space = SearchSpace.load(name)
-        print(f"  {name:<24}{space.size():,} architectures  {space.description}")
+        summary = space.description.split(": ")[0].split(". ")[0]
+        print(f"  {name:<16}{space.size():>24,} architectures  {summary}")
     return 0
 
 

@@ -98,3 +98,39 @@ def test_activation_memory_estimates_bracket_the_real_tensors():
 def test_measure_latency_returns_a_median(tiny_arch):
     seconds = measure_latency(tiny_arch, "cpu", batch=2, warmup=1, repeats=3)
     assert 0 < seconds < 5
+
+
+@pytest.mark.parametrize("space_name, samples", [
+    ("mnasnet_cifar", 40), ("v2_cifar", 40), ("mnasnet", 10), ("v2", 8)])
+def test_cost_equals_thop_on_space_samples(space_name, samples):
+    """A draw from each shipped space; the slow tests below and benchmarks/cost_model.py
+    run 200 of every space."""
+    import numpy as np
+
+    from space import SearchSpace
+
+    space = SearchSpace.load(space_name)
+    rng = np.random.default_rng(1)
+    for _ in range(samples):
+        arch = space.sample(rng)
+        with torch.device("meta"):
+            model = build_model(arch, num_classes=10)
+        c = cost(arch, num_classes=10)
+        assert c.macs == thop_conv_linear_macs(model, arch.resolution), arch.to_string()
+        assert c.params == params_of(model), arch.to_string()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space_name", ["mnasnet", "v2", "mnasnet_cifar", "v2_cifar"])
+def test_cost_equals_thop_on_200_samples(space_name):
+    import numpy as np
+
+    from space import SearchSpace
+
+    space = SearchSpace.load(space_name)
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        arch = space.sample(rng)
+        with torch.device("meta"):
+            model = build_model(arch)
+        assert cost(arch).macs == thop_conv_linear_macs(model, arch.resolution), arch.to_string()
