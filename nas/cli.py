@@ -1,0 +1,157 @@
+"""``nas``: judge and search architectures.
+
+    nas train --arch ARCH --dataset cifar10|cifar100|synthetic|PATH [--epochs E] [--subset N]
+              [--batch-size B] [--device D] [--test] [--out DIR] ...
+
+``nas train`` trains one architecture on a proxy task, shows a progress bar per epoch on
+stderr, writes ``metrics.json``, ``arch.json`` and ``checkpoint.pt`` to ``--out`` and prints
+one JSON line on stdout with ``val_acc`` (and ``test_acc`` with ``--test``), ``seconds`` and
+``images_per_s``. The test split is read only with ``--test``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from space.errors import UserError, cli_entry
+from space.presets import resolve_arch
+
+__all__ = ["main", "write_json_atomic"]
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    """Write JSON to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are meant to be shared
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _positive(kind: type, name: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be positive, got {text}")
+        return value
+    return parse
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .data import make_splits
+    from .train import Budget, TrainConfig, TrainingFailed, train
+
+    arch = resolve_arch(args.arch)
+    if args.resolution is not None:
+        arch = arch.replace(resolution=args.resolution)
+    if not 0 < args.val_fraction < 1:
+        raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.epochs is None and args.seconds is None and args.images is None:
+        args.epochs = 10
+    budget = Budget(epochs=args.epochs, seconds=args.seconds, images=args.images)
+    splits = make_splits(args.dataset, val_fraction=args.val_fraction, subset=args.subset,
+                         seed=args.seed, with_test=args.test, root=args.data_root,
+                         download=not args.no_download)
+    if args.ema is not None and not 0 < args.ema < 1:
+        raise UserError(f"--ema must be between 0 and 1, got {args.ema}")
+    config = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                         device=args.device, seed=args.seed, compile=args.compile,
+                         ema_decay=None if args.no_ema else (args.ema or TrainConfig.ema_decay),
+                         num_threads=args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "arch.json", arch.to_dict())
+    try:
+        result = train(arch, splits, budget, config, checkpoint=out / "checkpoint.pt",
+                       resume=not args.restart, progress=not args.quiet, evaluate_test=args.test)
+    except TrainingFailed as err:
+        raise UserError(f"training failed: {err}") from None
+    summary = {
+        "arch": arch.to_string(),
+        "dataset": args.dataset,
+        "val_acc": result.val_acc,
+        "best_val_acc": result.best_val_acc,
+        "epochs": result.epochs,
+        "seconds": round(result.seconds, 2),
+        "images_per_s": round(result.images_per_s, 1),
+        "images_seen": result.images_seen,
+        "params": result.params,
+        "macs": result.macs,
+        "device": result.device,
+        "train_size": len(splits.train),
+        "val_size": len(splits.val),
+    }
+    if args.test:
+        summary["test_acc"] = result.test_acc
+    metrics = dict(summary, history=[h.to_dict() for h in result.history], result=result.to_dict())
+    write_json_atomic(out / "metrics.json", metrics)
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="nas", description="Train and search architectures.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one architecture on a proxy task",
+                       description="Train one architecture; the final JSON line goes to stdout.")
+    t.add_argument("--arch", required=True, help="preset name, arch string, or arch .json file")
+    t.add_argument("--dataset", required=True,
+                   help="cifar10, cifar100, synthetic, or a folder <root>/{train,test}/<class>/<image>")
+    t.add_argument("--epochs", type=_positive(float, "--epochs"), default=None,
+                   help="epochs to train (default 10 when no other budget is given)")
+    t.add_argument("--seconds", type=_positive(float, "--seconds"), default=None, help="wall-clock budget")
+    t.add_argument("--images", type=_positive(int, "--images"), default=None, help="budget in training images seen")
+    t.add_argument("--subset", type=_positive(int, "--subset"), default=None,
+                   help="use a stratified subset of N training images (before the validation split)")
+    t.add_argument("--val-fraction", type=float, default=0.1, help="validation share carved from train (0.1)")
+    t.add_argument("--batch-size", type=_positive(int, "--batch-size"), default=128)
+    t.add_argument("--optimizer", choices=["rmsprop", "sgd"], default="rmsprop")
+    t.add_argument("--lr", type=_positive(float, "--lr"), default=None,
+                   help="peak learning rate (default: scaled with batch size)")
+    t.add_argument("--ema", type=float, default=None,
+                   help=f"EMA decay of the weights (default {TrainConfig.ema_decay}, warm-up adjusted)")
+    t.add_argument("--no-ema", action="store_true", help="evaluate the raw weights, no EMA")
+    t.add_argument("--threads", type=_positive(int, "--threads"), default=None,
+                   help="CPU threads (default: torch's choice)")
+    t.add_argument("--resolution", type=int, default=None, help="train at this input side instead of the arch's")
+    t.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--test", action="store_true", help="also evaluate on the test split (final report only)")
+    t.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
+    t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")
+    t.add_argument("--data-root", default=None, help="folder holding or caching dataset archives")
+    t.add_argument("--no-download", action="store_true", help="never download datasets")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_train)
+    return parser
+
+
+@cli_entry
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

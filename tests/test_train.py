@@ -1,0 +1,408 @@
+"""The candidate trainer (`nas.train`) on CPU with tiny networks and synthetic data."""
+
+from __future__ import annotations
+
+import gc
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import nas.train as nas_train
+from nas.data import Splits, synthetic
+from nas.train import (
+    Budget,
+    Diverged,
+    EpochStats,
+    OutOfMemory,
+    RMSpropTF,
+    TrainConfig,
+    TrainingFailed,
+    _EMA,
+    _Run,
+    _Schedule,
+    evaluate,
+    train,
+)
+from space import Arch, build_model, cost
+from space.errors import UserError
+
+ARCH = "net_r16_silu-stem_c8_s1-mb_k3_s2_e2_c16_l1_se0.25-fmb_k3_s2_e2_c24_l1-head_c32"
+# With a residual block (stochastic depth) and dropout: random streams beyond the data.
+REGULARISED = "net_r16_silu_dp0.2-stem_c8_s1-mb_k3_s2_e2_c16_l2_se0.25-fmb_k3_s2_e2_c24_l1-head_c32_do0.2"
+# 128 training images in batches of 32: 4 steps per epoch.
+FAST = TrainConfig(batch_size=32, optimizer="sgd", warmup_epochs=0.0, ema_decay=None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny networks run fastest on one thread, and OpenMP threads that spin against
+    other processes on a 2-core machine make them 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def arch() -> Arch:
+    return Arch.from_string(ARCH)
+
+
+@pytest.fixture(scope="module")
+def regularised() -> Arch:
+    arch = Arch.from_string(REGULARISED)
+    assert any(b.residual and b.drop_path > 0 for b in arch.blocks()) and arch.dropout > 0
+    return arch
+
+
+@pytest.fixture(scope="module")
+def small() -> Splits:
+    return Splits(train=synthetic(128, 4, 16, seed=0), val=synthetic(64, 4, 16, seed=1),
+                  test=synthetic(64, 4, 16, seed=2))
+
+
+@pytest.fixture(scope="module")
+def learnable() -> Splits:
+    return Splits(train=synthetic(384, 4, 16, seed=0), val=synthetic(128, 4, 16, seed=1))
+
+
+def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def _history(result) -> list[tuple]:
+    return [(h.epoch, h.train_loss, h.val_acc, h.val_loss, h.lr, h.images_seen) for h in result.history]
+
+
+# --- descriptions ------------------------------------------------------------------------
+
+
+def test_budget_validation():
+    assert Budget(epochs=2).epochs == 2.0
+    assert Budget(images=10, seconds=1.5).images == 10
+    with pytest.raises(UserError, match="at least one"):
+        Budget()
+    for bad in ({"epochs": 0}, {"epochs": -1}, {"seconds": math.inf}, {"seconds": float("nan")},
+                {"images": 0}, {"images": 2.5}, {"epochs": True}, {"images": "10"}):
+        with pytest.raises(ValueError):
+            Budget(**bad)
+
+
+def test_config_defaults_and_validation():
+    c = TrainConfig()
+    assert c.resolved_lr() == pytest.approx(0.016 * 128 / 256)
+    assert c.resolved_weight_decay() == 1e-5
+    sgd = TrainConfig(optimizer="sgd", batch_size=512)
+    assert sgd.resolved_lr() == pytest.approx(0.2) and sgd.resolved_weight_decay() == 5e-5
+    assert TrainConfig(lr=0.5).resolved_lr() == 0.5
+    for bad in ({"optimizer": "adam"}, {"schedule": "step"}, {"amp": "fp8"}, {"batch_size": 0},
+                {"lr": 0.0}, {"ema_decay": 1.0}, {"label_smoothing": 1.0}, {"grad_clip": -1.0},
+                {"warmup_epochs": -1}):
+        with pytest.raises(ValueError):
+            TrainConfig(**bad)
+
+
+def test_schedules():
+    cos = _Schedule("cosine", 1.0, warmup_steps=0, steps_per_epoch=10)
+    assert cos(0, 0.0) == pytest.approx(1.0)
+    assert cos(50, 0.5) == pytest.approx(0.5)
+    assert cos(99, 1.0) == pytest.approx(0.0, abs=1e-12)
+    warm = _Schedule("cosine", 1.0, warmup_steps=4, steps_per_epoch=10)
+    assert [warm(i, 0.0) for i in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    exp = _Schedule("exponential", 1.0, warmup_steps=0, steps_per_epoch=10)
+    assert exp(23, 0.9) == 1.0  # 2.3 epochs: no decay yet
+    assert exp(24, 0.0) == pytest.approx(0.97)  # 2.4 epochs: one decay
+    assert exp(49, 0.0) == pytest.approx(0.97**2)
+
+
+def test_rmsprop_tf_matches_its_formula():
+    torch.manual_seed(0)
+    p = nn.Parameter(torch.randn(5))
+    grads = [torch.randn(5) for _ in range(3)]
+    opt = RMSpropTF([p], lr=0.1, alpha=0.9, eps=1e-3, momentum=0.9, weight_decay=0.01)
+    ref = p.detach().clone()
+    ms, mom = torch.ones(5), torch.zeros(5)
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+        g = g + 0.01 * ref
+        ms = 0.9 * ms + 0.1 * g * g
+        mom = 0.9 * mom + 0.1 * g / torch.sqrt(ms + 1e-3)
+        ref = ref - mom
+    assert torch.allclose(p.detach(), ref, atol=1e-6)
+
+
+def test_ema_warm_up_decay_and_buffers():
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    ema = _EMA(net, decay=0.5)
+    start = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net[1].num_batches_tracked += 3
+    ema.update()  # n = 0: decay min(0.5, 1 / 10) = 0.1
+    assert torch.allclose(ema.module[0].weight, 0.1 * start + 0.9 * (start + 1))
+    assert int(ema.module[1].num_batches_tracked) == 3  # integer buffers are copied
+    assert ema.updates == 1 and ema.decay_now() == pytest.approx(2 / 11)
+    ema.updates = 1000
+    assert ema.decay_now() == 0.5
+    assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+# --- training ----------------------------------------------------------------------------
+
+
+def test_training_learns_well_above_chance(arch, learnable):
+    config = TrainConfig(batch_size=32, optimizer="sgd", lr=0.05, warmup_epochs=0, ema_decay=None)
+    result = train(arch, learnable, Budget(epochs=3), config, keep_model=True)
+    assert result.val_acc > 0.6, result.history  # chance is 0.25
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert len(result.history) == 3 and [h.epoch for h in result.history] == [1, 2, 3]
+    assert result.epochs == 3.0 and result.steps == 36 and result.stopped_by == "epochs"
+    assert result.images_seen == 3 * 384
+    assert result.best_val_acc == max(h.val_acc for h in result.history) >= result.val_acc
+    assert result.params == cost(arch, num_classes=4).params == sum(
+        p.numel() for p in result.model.parameters())
+    assert result.macs == cost(arch, num_classes=4).macs
+    assert result.arch == arch.to_string() and result.resolution == 16
+    assert result.device == "cpu" and result.amp == "off" and result.world_size == 1
+    assert not result.ema and result.test_acc is None
+    assert result.lr == 0.05 and result.weight_decay == 5e-5
+    assert result.images_per_s > 0 and result.seconds >= result.train_seconds > 0
+    assert all(isinstance(h, EpochStats) and 0 <= h.val_acc <= 1 for h in result.history)
+    assert result.history[-1].lr < result.history[0].lr  # cosine decays
+    # `evaluate` reproduces the reported accuracy from the returned model.
+    acc, loss = evaluate(result.model, learnable.val)
+    assert acc == pytest.approx(result.val_acc) and loss == pytest.approx(result.val_loss)
+    assert result.to_dict()["history"][0]["epoch"] == 1
+
+
+def test_budget_in_epochs_images_and_seconds(arch, small):
+    half = train(arch, small, Budget(epochs=1.5), FAST)
+    assert half.steps == 6 and half.epochs == 1.5 and half.stopped_by == "epochs"
+    assert [h.images_seen for h in half.history] == [128, 192]
+
+    by_images = train(arch, small, Budget(images=70), FAST)  # rounded up to whole batches
+    assert by_images.steps == 3 and by_images.images_seen == 96 and by_images.stopped_by == "images"
+    assert len(by_images.history) == 1
+
+    by_time = train(arch, small, Budget(seconds=1e-3, epochs=10), FAST)
+    assert by_time.steps == 1 and by_time.stopped_by == "seconds"
+
+    first = train(arch, small, Budget(epochs=1, images=10_000), FAST)
+    assert first.stopped_by == "epochs" and first.steps == 4
+
+
+def test_same_seed_same_run_and_other_seed_differs(regularised, small):
+    arch = regularised
+    config = TrainConfig(batch_size=32, ema_decay=0.999)  # rmsprop, EMA, warm-up, augmentation
+    a = train(arch, small, Budget(epochs=2), config, keep_model=True)
+    b = train(arch, small, Budget(epochs=2), config, keep_model=True)
+    assert _history(a) == _history(b)
+    _assert_same_weights(a.model, b.model)
+    c = train(arch, small, Budget(epochs=2), TrainConfig(batch_size=32, ema_decay=0.999, seed=1),
+              keep_model=True)
+    assert any(not torch.equal(x, y) for x, y in zip(_weights(a.model).values(), _weights(c.model).values()))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _interrupt_after(epoch: int):
+    def callback(stats: EpochStats) -> None:
+        if stats.epoch == epoch:
+            raise _Stop(f"interrupted after epoch {epoch}")
+    return callback
+
+
+def test_resume_continues_to_the_uninterrupted_result(regularised, small, tmp_path):
+    arch = regularised  # dropout and stochastic depth must draw the same after a resume
+    config = TrainConfig(batch_size=32, ema_decay=0.99)  # rmsprop state, EMA and schedule resume
+    straight = train(arch, small, Budget(epochs=2), config, keep_model=True)
+
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    with pytest.raises(_Stop):  # e.g. a killed job: the epoch-1 checkpoint is on disk
+        train(arch, small, Budget(epochs=2), config, checkpoint=ckpt, callback=_interrupt_after(1))
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
+    resumed = train(arch, small, Budget(epochs=2), config, checkpoint=ckpt, keep_model=True)
+    assert resumed.resumed_epoch == 1 and resumed.ema
+    assert _history(resumed) == _history(straight)
+    assert resumed.val_acc == straight.val_acc and resumed.steps == straight.steps
+    _assert_same_weights(resumed.model, straight.model)
+
+    # A finished run resumes to its result without training.
+    again = train(arch, small, Budget(epochs=2), config, checkpoint=ckpt)
+    assert again.resumed_epoch == 2 and _history(again) == _history(straight)
+
+    # resume=False starts afresh; a different run's checkpoint is refused.
+    fresh = train(arch, small, Budget(epochs=1), config, checkpoint=ckpt, resume=False)
+    assert fresh.resumed_epoch == 0 and len(fresh.history) == 1
+    with pytest.raises(ValueError, match="batch_size"):
+        train(arch, small, Budget(epochs=2), TrainConfig(batch_size=16), checkpoint=ckpt)
+
+
+def test_checkpoint_is_atomic_and_loads_with_weights_only(arch, small, tmp_path, monkeypatch):
+    ckpt = tmp_path / "ck.pt"
+    config = TrainConfig(batch_size=32, ema_decay=0.99)
+    train(arch, small, Budget(epochs=2), config, checkpoint=ckpt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]  # no temporary file left
+    state = torch.load(ckpt, weights_only=True)
+    for key in ("model", "optimizer", "schedule", "ema", "scaler", "epoch", "history", "train_seconds"):
+        assert key in state
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    model = build_model(arch, num_classes=4)
+    model.load_state_dict(state["ema"])
+    model.load_state_dict(state["model"])
+
+    # A write that fails half-way leaves the previous checkpoint whole and no debris.
+    before = ckpt.read_bytes()
+    real_save = torch.save
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        train(arch, small, Budget(epochs=1), config, checkpoint=ckpt, resume=False)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert ckpt.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt"]
+
+
+def test_callback_true_stops_and_exceptions_propagate(arch, small, tmp_path):
+    seen: list[int] = []
+
+    def stop_at_two(stats: EpochStats) -> bool:
+        seen.append(stats.epoch)
+        return stats.epoch == 2
+
+    ckpt = tmp_path / "c.pt"
+    result = train(arch, small, Budget(epochs=5), FAST, callback=stop_at_two, checkpoint=ckpt)
+    assert seen == [1, 2] and len(result.history) == 2 and result.stopped_by == "callback"
+    # The stop is remembered: resuming does not train further.
+    again = train(arch, small, Budget(epochs=5), FAST, checkpoint=ckpt)
+    assert again.stopped_by == "callback" and again.steps == result.steps
+
+    optuna = pytest.importorskip("optuna")
+
+    def prune(stats: EpochStats) -> None:
+        raise optuna.TrialPruned(f"pruned at epoch {stats.epoch}")
+
+    with pytest.raises(optuna.TrialPruned, match="epoch 1"):
+        train(arch, small, Budget(epochs=3), FAST, callback=prune)
+
+
+class _NaNAfter(nn.Module):
+    """A network whose output becomes NaN after ``after`` training forward passes."""
+
+    def __init__(self, arch: Arch, after: int):
+        super().__init__()
+        self.net = build_model(arch, num_classes=4)
+        self.arch = arch
+        self.after = after
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.after:
+                out = out * float("nan")
+        return out
+
+
+def test_nan_loss_raises_diverged_naming_the_epoch(arch, small, tmp_path):
+    model = _NaNAfter(arch, after=5)  # 4 steps per epoch: step 6 is epoch 2, step 2
+    with pytest.raises(Diverged, match="epoch 2") as info:
+        train(model, small, Budget(epochs=3), FAST, checkpoint=tmp_path / "d.pt")
+    err = info.value
+    assert isinstance(err, TrainingFailed) and err.epoch == 2 and err.step == 6
+    assert "step 2 of the epoch" in str(err) and arch.to_string() in str(err)
+    assert torch.load(tmp_path / "d.pt", weights_only=True)["epoch"] == 1  # the last good epoch
+
+
+def test_losses_read_every_few_steps_as_on_gpus(arch, small, monkeypatch):
+    """On accelerators the losses are read every few steps; the bad step is still exact
+    and the statistics are those of reading every step."""
+    every_step = train(arch, small, Budget(epochs=2), FAST)
+    monkeypatch.setattr(nas_train, "_CPU_CHECK_EVERY", 3)
+    windowed = train(arch, small, Budget(epochs=2), FAST)
+    assert _history(windowed) == _history(every_step)
+    with pytest.raises(Diverged, match="epoch 2, step 2 of the epoch") as info:
+        train(_NaNAfter(arch, after=5), small, Budget(epochs=3), FAST)  # reads after 3, 4, 7
+    assert info.value.step == 6
+    with pytest.raises(Diverged, match="epoch 2, step 1 of the epoch") as info:
+        train(_NaNAfter(arch, after=4), small, Budget(epochs=3), FAST)  # bad: 5, 6 and 7
+    assert info.value.step == 5
+
+
+def test_huge_learning_rate_diverges(arch, small):
+    with pytest.raises(Diverged, match="epoch 1"):
+        train(arch, small, Budget(epochs=2), TrainConfig(batch_size=32, optimizer="sgd", lr=1e30,
+                                                         warmup_epochs=0, ema_decay=None))
+
+
+class _OOMAt(nn.Module):
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.net = build_model(arch, num_classes=4)
+        self.arch = arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+def test_out_of_memory_is_mapped_after_releasing_memory(arch, small, monkeypatch):
+    emptied: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU machine...
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    config = TrainConfig(batch_size=64, ema_decay=0.99, device="cpu")  # ...training on the CPU
+    with pytest.raises(OutOfMemory) as info:
+        train(_OOMAt(arch), small, Budget(epochs=1), config)
+    text = str(info.value)
+    assert "batch size 64" in text and arch.to_string() in text and "epoch 1" in text
+    assert isinstance(info.value, TrainingFailed) and info.value.batch_size == 64
+    # The original exception and the run (model copies, optimiser, loaders) are gone
+    # before the cache is emptied.
+    assert info.value.__cause__ is None and info.value.__context__ is None
+    assert emptied == [True]
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) is _Run]
+
+
+def test_progress_bar_on_stderr_and_test_split(arch, small, capsys):
+    result = train(arch, small, Budget(epochs=1), FAST, progress=True, evaluate_test=True)
+    err = capsys.readouterr().err
+    assert "epoch 1" in err and "img_s" in err
+    assert result.test_acc is not None and 0 <= result.test_acc <= 1
+    with pytest.raises(ValueError, match="test"):
+        train(arch, Splits(small.train, small.val), Budget(epochs=1), FAST, evaluate_test=True)
+
+
+def test_module_input_bf16_and_argument_errors(arch, small):
+    model = build_model(arch, num_classes=4)
+    before = _weights(model)
+    config = TrainConfig(batch_size=32, amp="bf16", ema_decay=None, grad_clip=1.0, optimizer="sgd",
+                         num_threads=2)
+    result = train(model, small, Budget(images=64), config)
+    assert result.amp == "bf16" and result.steps == 2 and math.isfinite(result.val_loss)
+    assert torch.get_num_threads() == 1  # restored
+    assert any(not torch.equal(before[k], v) for k, v in _weights(model).items())  # trained in place
+    with pytest.raises(ValueError, match="fp16"):
+        train(arch, small, Budget(epochs=1), TrainConfig(amp="fp16", device="cpu"))
+    with pytest.raises(ValueError, match="data.val is empty"):
+        train(arch, Splits(small.train, small.val.subset([])), Budget(epochs=1), FAST)
+    with pytest.raises(ValueError, match="outputs"):
+        train(build_model(arch, num_classes=3), small, Budget(epochs=1), FAST)
+    with pytest.raises(TypeError):
+        train("not an arch", small, Budget(epochs=1), FAST)
