@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
 
-from space.errors import UserError, cli_entry
+from space.errors import UserError, make_main
 from space.presets import resolve_arch
 
 __all__ = ["main", "write_json_atomic"]
@@ -147,11 +145,4 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+main = make_main(build_parser)

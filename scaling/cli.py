@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Sequence
 
 from space.cost import cost
-from space.errors import UserError, cli_entry
+from space.errors import UserError, make_main
 from space.presets import resolve_arch
 
 from .scale import scale
@@ -53,11 +51,4 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+main = make_main(build_parser)

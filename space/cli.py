@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Sequence
 
 from .arch import Arch
 from .cost import Cost, cost
-from .errors import UserError, cli_entry
+from .errors import UserError, make_main
 from .presets import get_preset, preset_names, resolve_arch
 
 __all__ = ["main"]
@@ -151,11 +149,4 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@cli_entry
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+main = make_main(build_parser)

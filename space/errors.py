@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import sys
 from functools import wraps
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
-__all__ = ["UserError", "cli_entry"]
+if TYPE_CHECKING:
+    import argparse
+
+__all__ = ["UserError", "cli_entry", "make_main"]
 
 
 class UserError(ValueError):
@@ -35,3 +38,14 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
             return 0
 
     return wrapper
+
+
+def make_main(build_parser: Callable[[], "argparse.ArgumentParser"]) -> Callable[..., int]:
+    """A command-line ``main(argv=None)`` for a parser whose sub-commands set ``func``."""
+
+    @cli_entry
+    def main(argv: Sequence[str] | None = None) -> int:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+
+    return main

@@ -79,7 +79,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
-from .arch import BLOCK_KINDS, Arch, ArchError, Stage
+from .arch import BLOCK_KINDS, Arch, ArchError, Stage, _is_int, _is_number
 from .errors import UserError
 from .presets import get_preset
 
@@ -96,14 +96,6 @@ FIELDS: tuple[str, ...] = ("block", "kernel", "expand", "se", "layers", "width")
 _TOP_LEVEL = ("name", "description", "base", "defaults", "stages")
 _SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 _SHIPPED_DIR = "spaces"
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _strip_where(err: ArchError) -> str:

@@ -1,0 +1,61 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nas.cli import main as nas_main
+from conftest import TINY
+
+
+def make_folder(root, classes=("a", "b"), per_class=12, size=16):
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for k, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 60, (size, size, 3)) + 150 * k
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_nas_train_on_an_image_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EFFNAS_DATA", str(tmp_path / "cache"))
+    data = make_folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    code = nas_main(["train", "--arch", TINY, "--dataset", str(data), "--epochs", "2",
+                     "--batch-size", "8", "--out", str(out), "--test", "--quiet", "--threads", "1"])
+    assert code == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads(line)
+    for key in ("val_acc", "test_acc", "seconds", "images_per_s"):
+        assert isinstance(summary[key], float)
+    assert 0 <= summary["val_acc"] <= 1 and summary["epochs"] == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2
+    assert (out / "checkpoint.pt").is_file() and (out / "arch.json").is_file()
+    assert not list(out.glob("*.tmp"))
+
+
+def test_nas_train_without_test_does_not_report_test_acc(tmp_path, capsys):
+    code = nas_main(["train", "--arch", TINY, "--dataset", "synthetic:200:4:16", "--epochs", "1",
+                     "--batch-size", "16", "--out", str(tmp_path), "--quiet", "--threads", "1"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "test_acc" not in summary
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--arch", "efficientnet_b99", "--dataset", "synthetic"], "efficientnet_b99"),
+    (["--arch", TINY, "--dataset", "/no/such/folder"], "/no/such/folder"),
+    (["--arch", TINY, "--dataset", "synthetic", "--val-fraction", "1.5"], "--val-fraction"),
+])
+def test_user_errors_exit_2_with_one_line(tmp_path, args, needle):
+    proc = subprocess.run([sys.executable, "-m", "nas", "train", *args, "--out", str(tmp_path / "o"),
+                           "--quiet"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1
