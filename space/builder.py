@@ -49,7 +49,12 @@ class EfficientNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.out_features)
+                # The reference bound 1/sqrt(out_features) is fine for 1000 classes but makes
+                # a 10-class head's initial logits ~10x larger (cross entropy ~3.6 instead of
+                # ln 10 = 2.3), which costs proxy runs their first epochs. 1/sqrt(in_features)
+                # is nearly the reference at ImageNet size (0.028 vs 0.032 for B0) and keeps
+                # initial logits O(1) for any class count.
+                bound = 1.0 / math.sqrt(m.in_features)
                 nn.init.uniform_(m.weight, -bound, bound)
                 nn.init.zeros_(m.bias)
 

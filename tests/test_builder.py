@@ -83,3 +83,15 @@ def test_other_activations(tiny_arch, activation):
 def test_bad_num_classes(tiny_arch):
     with pytest.raises(ValueError, match="num_classes"):
         build_model(tiny_arch, num_classes=0)
+
+
+@pytest.mark.parametrize("num_classes", [10, 1000])
+def test_initial_logits_are_order_one_for_any_class_count(num_classes):
+    arch = get_preset("efficientnet_b0_cifar").arch()
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=num_classes).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(16, 3, 32, 32))
+    assert logits.std() < 1.0
+    loss = nn.functional.cross_entropy(logits, torch.zeros(16, dtype=torch.long))
+    assert loss == pytest.approx(torch.log(torch.tensor(float(num_classes))).item(), rel=0.25)
