@@ -89,7 +89,7 @@ def test_bad_num_classes(tiny_arch):
 def test_initial_logits_are_order_one_for_any_class_count(num_classes):
     arch = get_preset("efficientnet_b0_cifar").arch()
     torch.manual_seed(0)
-    model = build_model(arch, num_classes=num_classes).eval()
+    model = build_model(arch, num_classes=num_classes).train()  # batch statistics, as in step 1
     with torch.no_grad():
         logits = model(torch.randn(16, 3, 32, 32))
     assert logits.std() < 1.0
