@@ -2,6 +2,7 @@
 
     nas train --arch ARCH --dataset cifar10|cifar100|synthetic|PATH [--epochs E] [--subset N]
               [--batch-size B] [--device D] [--test] [--out DIR] ...
+    torchrun --nproc_per_node G -m nas train ...     # one model on G GPUs (DDP)
 
 ``nas train`` trains one architecture on a proxy task, shows a progress bar per epoch on
 stderr, writes ``metrics.json``, ``arch.json`` and ``checkpoint.pt`` to ``--out`` and prints
@@ -75,7 +76,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          num_threads=args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "arch.json", arch.to_dict())
+    # Under torchrun every process runs this command; only rank 0 writes and prints.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if is_main:
+        write_json_atomic(out / "arch.json", arch.to_dict())
     try:
         result = train(arch, splits, budget, config, checkpoint=out / "checkpoint.pt",
                        resume=not args.restart, progress=not args.quiet, evaluate_test=args.test)
@@ -99,8 +103,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.test:
         summary["test_acc"] = result.test_acc
     metrics = dict(summary, history=[h.to_dict() for h in result.history], result=result.to_dict())
-    write_json_atomic(out / "metrics.json", metrics)
-    print(json.dumps(summary), flush=True)
+    if is_main:
+        write_json_atomic(out / "metrics.json", metrics)
+        print(json.dumps(summary), flush=True)
     return 0
 
 

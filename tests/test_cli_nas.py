@@ -59,3 +59,17 @@ def test_user_errors_exit_2_with_one_line(tmp_path, args, needle):
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_nas_train_under_torchrun_prints_once(tmp_path):
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "nas", "train", "--arch", TINY, "--dataset", "synthetic:240:4:16", "--epochs", "1",
+         "--batch-size", "32", "--out", str(out), "--quiet", "--threads", "1"],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # rank 0 only
+    assert json.loads(lines[0])["epochs"] == 1
+    assert json.loads((out / "metrics.json").read_text())["val_acc"] == json.loads(lines[0])["val_acc"]
