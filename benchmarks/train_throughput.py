@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from nas.data import DeviceLoader, make_splits
+from nas.data import make_splits
 from nas.train import Budget, RMSpropTF, TrainConfig, train
 from space import build_model, cost
 from space.presets import resolve_arch

@@ -64,7 +64,6 @@ import pickle
 import re
 import sys
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -80,6 +79,8 @@ import torch
 import torch.nn.functional as F
 
 from space.errors import UserError
+
+from .atomic import atomic_write
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -568,34 +569,28 @@ def _open_url(url: str, timeout: float) -> Any:
 def _download(src: _CifarSource, dest: Path) -> None:
     """Download ``src.url`` to ``dest`` through a temporary file, checking the MD5."""
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    except OSError as err:
+        with atomic_write(dest) as out:
+            digest = hashlib.md5(usedforsecurity=False)
+            try:
+                with _open_url(src.url, timeout=60) as response:
+                    total = _content_length(response)
+                    with _progress(total, f"downloading {src.archive}", unit="B") as bar:
+                        while chunk := response.read(1 << 20):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            bar.update(len(chunk))
+            except (OSError, http.client.HTTPException, ValueError) as err:
+                raise DataError(
+                    f"could not download {src.title} from {src.url} ({err}); without network, put {src.archive} "
+                    f"or the extracted {src.folder}/ folder in {dest.parent} (or pass root= / set EFFNAS_DATA)"
+                ) from err
+            if digest.hexdigest() != src.md5:
+                raise DataError(
+                    f"the download of {src.url} has MD5 {digest.hexdigest()}, expected {src.md5}; "
+                    "it was deleted, try again or fetch the archive by hand"
+                )
+    except OSError as err:  # the data folder itself cannot be written
         raise DataError(f"cannot write {src.title} into {dest.parent} ({err}); pass a writable root") from err
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.md5(usedforsecurity=False)
-        try:
-            with os.fdopen(fd, "wb") as out, _open_url(src.url, timeout=60) as response:
-                total = _content_length(response)
-                with _progress(total, f"downloading {src.archive}", unit="B") as bar:
-                    while chunk := response.read(1 << 20):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        bar.update(len(chunk))
-        except (OSError, http.client.HTTPException, ValueError) as err:
-            raise DataError(
-                f"could not download {src.title} from {src.url} ({err}); without network, put {src.archive} "
-                f"or the extracted {src.folder}/ folder in {dest.parent} (or pass root= / set EFFNAS_DATA)"
-            ) from err
-        if digest.hexdigest() != src.md5:
-            raise DataError(
-                f"the download of {src.url} has MD5 {digest.hexdigest()}, expected {src.md5}; "
-                "it was deleted, try again or fetch the archive by hand"
-            )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _content_length(response: Any) -> int | None:
@@ -891,12 +886,8 @@ def _write_cache(
     notes: list[str],
 ) -> None:
     """Write the decoded arrays atomically (temporary file, then rename); a failure only warns."""
-    tmp: Path | None = None
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
-        tmp = Path(tmp_name)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(cache) as f:
             np.savez(
                 f,
                 images=images,
@@ -905,13 +896,8 @@ def _write_cache(
                 skipped=np.array(skipped, dtype=str),
                 notes=np.array(notes, dtype=str),
             )
-        os.replace(tmp, cache)
-        tmp = None
     except OSError as err:
         warnings.warn(f"could not write the decoded-image cache {cache} ({err}); the next load decodes again", stacklevel=4)
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
 
 
 class _NoProgress:

@@ -65,7 +65,6 @@ import math
 import numbers
 import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -83,6 +82,7 @@ from space.cost import cost as arch_cost
 from space.errors import UserError
 
 from . import distributed as ddp
+from .atomic import atomic_write
 from .data import DeviceLoader, ImageData, Splits
 
 __all__ = [
@@ -640,23 +640,10 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """Write ``obj`` with `torch.save` to a temporary file beside ``path``, then rename it
-    over ``path`` (readers see the old or the new checkpoint, never a partial one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """`torch.save` ``obj`` to ``path`` atomically (readers see the old or the new
+    checkpoint, never a partial one)."""
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 @torch.no_grad()
