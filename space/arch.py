@@ -55,6 +55,16 @@ __all__ = [
 class ArchError(UserError):
     """An architecture description is invalid; the message names the field and value."""
 
+    @property
+    def reason(self) -> str:
+        """The message without its leading ``stage: `` / ``arch: `` location, for callers
+        that name the place themselves (a token, a stage number, a file)."""
+        message = str(self)
+        for prefix in ("stage: ", "arch: "):
+            if message.startswith(prefix):
+                return message[len(prefix):]
+        return message
+
 
 # Block kinds: name -> short token used in the string form. A new kind adds a row here
 # and a layer plan in `space.plan`; the builder and the cost model follow from the plan.
@@ -360,7 +370,7 @@ class Arch:
                         )
                     )
                 except ArchError as err:
-                    raise ArchError(f"arch string token {token!r}: {_strip_where(err)}") from None
+                    raise ArchError(f"arch string token {token!r}: {err.reason}") from None
             else:
                 known = ["net", "stem", "head", *sorted(_TOKEN_TO_BLOCK)]
                 raise ArchError(
@@ -433,7 +443,7 @@ class Arch:
                 absent = sorted(stage_fields - set(raw) - {"se"})
                 raise ArchError(f"arch JSON: stage {i} is missing field {absent[0]!r}") from None
             except ArchError as err:
-                raise ArchError(f"arch JSON: stage {i}: {_strip_where(err)}") from None
+                raise ArchError(f"arch JSON: stage {i}: {err.reason}") from None
         return cls(**{**data, "stages": tuple(stages)})
 
     @classmethod
@@ -443,11 +453,6 @@ class Arch:
         except json.JSONDecodeError as err:
             raise ArchError(f"arch JSON is not valid JSON: {err.msg} at line {err.lineno}") from None
         return cls.from_dict(data)
-
-
-def _strip_where(err: ArchError) -> str:
-    message = str(err)
-    return message[len("stage: "):] if message.startswith("stage: ") else message
 
 
 _FIELD = re.compile(r"^([a-z]+?)(-?[0-9][0-9.e+-]*)$")

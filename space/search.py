@@ -98,14 +98,6 @@ _SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 _SHIPPED_DIR = "spaces"
 
 
-def _strip_where(err: ArchError) -> str:
-    message = str(err)
-    for prefix in ("stage: ", "arch: "):
-        if message.startswith(prefix):
-            return message[len(prefix):]
-    return message
-
-
 def _decode_field(base: Stage, field: str, value: Any) -> tuple[str, Any]:
     """The `Stage` attribute a field choice sets, and its decoded value (unvalidated)."""
     if field == "layers":
@@ -135,7 +127,7 @@ def _check_choice(base: Stage, field: str, value: Any) -> str | None:
         attr, decoded = _decode_field(base, field, value)
         dataclasses.replace(base, **{attr: decoded})
     except ArchError as err:
-        return _strip_where(err)
+        return err.reason
     except (OverflowError, ValueError):
         return f"{field} is out of range"
     return None
@@ -462,7 +454,7 @@ class SearchSpace:
             try:
                 stages.append(dataclasses.replace(base_stage, **changes))
             except ArchError as err:  # pragma: no cover - choices are validated at load
-                raise SpaceError(f"search space {self._name!r}: stage {i}: {_strip_where(err)}") from None
+                raise SpaceError(f"search space {self._name!r}: stage {i}: {err.reason}") from None
         return self._base.replace(stages=tuple(stages))
 
     def suggest(self, trial: Any) -> Arch:
@@ -587,7 +579,7 @@ def _resolve_base(spec: Any, where: str) -> Arch:
         try:
             return Arch.from_dict(dict(spec))
         except ArchError as err:
-            raise SpaceError(f"{where}: base is not a valid arch: {_strip_where(err)}") from None
+            raise SpaceError(f"{where}: base is not a valid arch: {err.reason}") from None
     if not isinstance(spec, str) or not spec.strip():
         raise SpaceError(
             f"{where}: base must be a preset name or an arch string, got {spec!r}"

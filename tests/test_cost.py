@@ -100,37 +100,31 @@ def test_measure_latency_returns_a_median(tiny_arch):
     assert 0 < seconds < 5
 
 
-@pytest.mark.parametrize("space_name, samples", [
-    ("mnasnet_cifar", 40), ("v2_cifar", 40), ("mnasnet", 10), ("v2", 8)])
-def test_cost_equals_thop_on_space_samples(space_name, samples):
-    """A draw from each shipped space; the slow tests below and benchmarks/cost_model.py
-    run 200 of every space."""
+def assert_space_samples_match_thop(space_name: str, samples: int, seed: int, num_classes: int) -> None:
     import numpy as np
 
     from space import SearchSpace
 
     space = SearchSpace.load(space_name)
-    rng = np.random.default_rng(1)
+    rng = np.random.default_rng(seed)
     for _ in range(samples):
         arch = space.sample(rng)
         with torch.device("meta"):
-            model = build_model(arch, num_classes=10)
-        c = cost(arch, num_classes=10)
+            model = build_model(arch, num_classes=num_classes)
+        c = cost(arch, num_classes=num_classes)
         assert c.macs == thop_conv_linear_macs(model, arch.resolution), arch.to_string()
         assert c.params == params_of(model), arch.to_string()
+
+
+@pytest.mark.parametrize("space_name, samples", [
+    ("mnasnet_cifar", 40), ("v2_cifar", 40), ("mnasnet", 10), ("v2", 8)])
+def test_cost_equals_thop_on_space_samples(space_name, samples):
+    """A draw from each shipped space; the slow test below and benchmarks/cost_model.py
+    run 200 of every space."""
+    assert_space_samples_match_thop(space_name, samples, seed=1, num_classes=10)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("space_name", ["mnasnet", "v2", "mnasnet_cifar", "v2_cifar"])
 def test_cost_equals_thop_on_200_samples(space_name):
-    import numpy as np
-
-    from space import SearchSpace
-
-    space = SearchSpace.load(space_name)
-    rng = np.random.default_rng(2)
-    for _ in range(200):
-        arch = space.sample(rng)
-        with torch.device("meta"):
-            model = build_model(arch)
-        assert cost(arch).macs == thop_conv_linear_macs(model, arch.resolution), arch.to_string()
+    assert_space_samples_match_thop(space_name, 200, seed=2, num_classes=1000)
