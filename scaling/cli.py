@@ -19,12 +19,9 @@ __all__ = ["main"]
 
 def _cmd_scale(args: argparse.Namespace) -> int:
     base = resolve_arch(args.arch)
-    for name in ("depth", "width"):
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name} must be positive, got {getattr(args, name)}")
     try:
         arch = scale(base, depth=args.depth, width=args.width, resolution=args.resolution)
-    except ValueError as err:  # e.g. a resolution below the total stride
+    except ValueError as err:  # a non-positive multiplier, a resolution below the total stride
         raise UserError(str(err)) from None
     before, after = cost(base), cost(arch)
     if args.json:

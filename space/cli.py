@@ -32,8 +32,8 @@ def info_dict(arch: Arch, c: Cost, name: str | None = None) -> dict:
     for part in c.parts:
         row = {"part": part.name, "params": part.params, "macs": part.macs,
                "out_channels": part.out_channels, "out_resolution": part.out_resolution}
-        if part.name.startswith("s") and part.name[1:].isdigit():
-            row.update(arch.stages[int(part.name[1:]) - 1].to_dict())
+        if part.stage_index is not None:
+            row.update(arch.stages[part.stage_index].to_dict())
         stages.append(row)
     return {
         "name": name,
@@ -57,14 +57,14 @@ def _print_info(arch: Arch, c: Cost, name: str | None) -> None:
     print(header)
     print("-" * len(header))
     for part in c.parts:
-        if part.name == "stem":
-            cells = ("conv", 3, arch.stem_stride, "-", "-", part.out_channels, 1)
-        elif part.name == "head":
-            cells = ("conv+linear", 1, 1, "-", "-", arch.head_channels, 1)
-        else:
-            s = arch.stages[int(part.name[1:]) - 1]
+        if part.stage_index is not None:
+            s = arch.stages[part.stage_index]
             expand = int(s.expand) if s.expand.is_integer() else s.expand
             cells = (s.block, s.kernel, s.stride, expand, s.se, s.channels, s.layers)
+        elif part.name == "stem":
+            cells = ("conv", 3, arch.stem_stride, "-", "-", part.out_channels, 1)
+        else:
+            cells = ("conv+linear", 1, 1, "-", "-", arch.head_channels, 1)
         block, k, stride, e, se, ch, layers = cells
         print(f"{part.name:<6}{block:<14}{k:>3}{stride:>3}{e!s:>5}{se!s:>6}{ch:>6}{layers:>8}"
               f"{part.out_resolution:>6}{part.params:>14,}{part.macs:>16,}")

@@ -33,13 +33,18 @@ __all__ = ["Cost", "PartCost", "cost", "measure_latency"]
 
 @dataclass(frozen=True)
 class PartCost:
-    """Cost of one part of the network (``stem``, ``s1`` ... ``sN``, ``head``)."""
+    """Cost of one part of the network (``stem``, ``s1`` ... ``sN``, ``head``).
+
+    ``stage_index`` is the 0-based index into ``arch.stages`` for a stage, None for the
+    stem and the head (which includes the classifier).
+    """
 
     name: str
     macs: int
     params: int
     out_channels: int
     out_resolution: int
+    stage_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -104,9 +109,9 @@ def _cost(arch: Arch, num_classes: int, resolution: int) -> tuple[int, int, int,
     counter = _Counter(resolution, 3)
     parts: list[PartCost] = []
 
-    def close(name: str, macs0: int, params0: int) -> None:
+    def close(name: str, macs0: int, params0: int, stage_index: int | None = None) -> None:
         parts.append(PartCost(name, counter.macs - macs0, counter.params - params0,
-                              counter.channels, counter.side))
+                              counter.channels, counter.side, stage_index))
 
     counter.layer(stem_plan(arch))
     close("stem", 0, 0)
@@ -121,7 +126,7 @@ def _cost(arch: Arch, num_classes: int, resolution: int) -> tuple[int, int, int,
             counter.saved += counter.side * counter.side * counter.channels
         last_of_stage = i + 1 == len(blocks) or blocks[i + 1].stage_index != spec.stage_index
         if last_of_stage:
-            close(f"s{spec.stage_index + 1}", *marks)
+            close(f"s{spec.stage_index + 1}", *marks, stage_index=spec.stage_index)
             marks = (counter.macs, counter.params)
     counter.layer(head_plan(arch))
     head_features = arch.head_channels
