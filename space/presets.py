@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Callable
 
-from .arch import Arch, Stage
+from .arch import Arch, ArchError, Stage
 
 __all__ = ["Preset", "register_preset", "get_preset", "preset_names", "resolve_arch", "efficientnet_b0"]
 
@@ -148,10 +149,6 @@ def resolve_arch(ref: str) -> Arch:
 
     Raises `ArchError` (a `UserError`) with one sentence when ``ref`` is none of these.
     """
-    from pathlib import Path
-
-    from .arch import ArchError
-
     ref = ref.strip()
     # Arch strings never contain a path separator or end in ".json".
     if ref.endswith(".json") or "/" in ref or "\\" in ref or Path(ref).is_file():
