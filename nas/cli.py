@@ -17,7 +17,8 @@ import json
 import os
 from pathlib import Path
 
-from space.errors import UserError, make_main
+from space.command_line import make_main
+from space.errors import UserError
 from space.presets import resolve_arch
 
 from .atomic import atomic_write

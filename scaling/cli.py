@@ -9,7 +9,8 @@ import argparse
 import json
 
 from space.cost import cost
-from space.errors import UserError, make_main
+from space.command_line import make_main
+from space.errors import UserError
 from space.presets import resolve_arch
 
 from .scale import scale

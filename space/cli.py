@@ -12,7 +12,8 @@ import json
 
 from .arch import Arch
 from .cost import Cost, cost
-from .errors import UserError, make_main
+from .command_line import make_main
+from .errors import UserError
 from .presets import get_preset, preset_names, resolve_arch
 
 __all__ = ["main"]
