@@ -19,12 +19,11 @@ from nas.train import (
     RMSpropTF,
     TrainConfig,
     TrainingFailed,
-    _EMA,
-    _Run,
-    _Schedule,
     evaluate,
     train,
 )
+from nas.train.loop import _Run
+from nas.train.optim import EMA, Schedule
 from space import Arch, build_model, cost
 from space.errors import UserError
 
@@ -112,13 +111,13 @@ def test_config_defaults_and_validation():
 
 
 def test_schedules():
-    cos = _Schedule("cosine", 1.0, warmup_steps=0, steps_per_epoch=10)
+    cos = Schedule("cosine", 1.0, warmup_steps=0, steps_per_epoch=10)
     assert cos(0, 0.0) == pytest.approx(1.0)
     assert cos(50, 0.5) == pytest.approx(0.5)
     assert cos(99, 1.0) == pytest.approx(0.0, abs=1e-12)
-    warm = _Schedule("cosine", 1.0, warmup_steps=4, steps_per_epoch=10)
+    warm = Schedule("cosine", 1.0, warmup_steps=4, steps_per_epoch=10)
     assert [warm(i, 0.0) for i in range(5)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
-    exp = _Schedule("exponential", 1.0, warmup_steps=0, steps_per_epoch=10)
+    exp = Schedule("exponential", 1.0, warmup_steps=0, steps_per_epoch=10)
     assert exp(23, 0.9) == 1.0  # 2.3 epochs: no decay yet
     assert exp(24, 0.0) == pytest.approx(0.97)  # 2.4 epochs: one decay
     assert exp(49, 0.0) == pytest.approx(0.97**2)
@@ -143,7 +142,7 @@ def test_rmsprop_tf_matches_its_formula():
 
 def test_ema_warm_up_decay_and_buffers():
     net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
-    ema = _EMA(net, decay=0.5)
+    ema = EMA(net, decay=0.5)
     start = net[0].weight.detach().clone()
     with torch.no_grad():
         net[0].weight.add_(1.0)
@@ -335,7 +334,7 @@ def test_losses_read_every_few_steps_as_on_gpus(arch, small, monkeypatch):
     """On accelerators the losses are read every few steps; the bad step is still exact
     and the statistics are those of reading every step."""
     every_step = train(arch, small, Budget(epochs=2), FAST)
-    monkeypatch.setattr(nas_train, "_CPU_CHECK_EVERY", 3)
+    monkeypatch.setattr(nas_train.loop, "_CPU_CHECK_EVERY", 3)
     windowed = train(arch, small, Budget(epochs=2), FAST)
     assert _history(windowed) == _history(every_step)
     with pytest.raises(Diverged, match="epoch 2, step 2 of the epoch") as info:

@@ -1,0 +1,77 @@
+"""The candidate trainer: train an architecture briefly and read its validation accuracy.
+
+Both the search (`nas`) and the scaling judge (`scaling`) rank architectures by the
+result of `train`. It is built to be fast (device-resident data, mixed precision,
+channels-last and cuDNN autotuning on CUDA, optional ``torch.compile``), honest (the
+reported accuracy is the last epoch's on held-out data, EMA weights are evaluated when
+EMA is on and `Result` says so) and robust (divergence and out-of-memory become typed
+exceptions a search can count as failed candidates; checkpoints are atomic and resume
+exactly).
+
+Conventions
+-----------
+* Accuracies are fractions in [0, 1]; losses are mean cross entropy in nats per image.
+  The training loss is label-smoothed (``TrainConfig.label_smoothing``), the validation
+  and test losses are not.
+* ``batch_size`` is the *global* batch: under DistributedDataParallel each of ``W``
+  processes takes ``batch_size / W`` images per step, so the optimisation (and the
+  default learning rate, which scales with ``batch_size``) does not depend on ``W``.
+* Epochs are counted from 1. An epoch is one pass over the (sharded) training loader,
+  which drops the last partial batch (``N // batch_size`` steps); a budget that ends
+  mid-epoch ends with a shorter final epoch, which is evaluated and reported like the
+  others.
+* Seconds are wall-clock seconds. ``Budget.seconds`` and ``EpochStats.seconds`` count
+  training steps only (not evaluation or checkpoint writing); ``Result.seconds`` is the
+  whole time spent in `train`, over all resumed calls.
+* Images are training images consumed (``steps * batch_size`` up to a short last batch),
+  summed over all processes.
+
+Determinism
+-----------
+For a given ``seed`` a CPU run is bit-reproducible: the model is initialised after
+``torch.manual_seed(seed)``, the loader's shuffling and augmentation are drawn from
+generators seeded by ``(seed, epoch)``, and the global generator (dropout, stochastic
+depth) is re-seeded at the start of every epoch from ``(seed, epoch, rank)``. Because
+every random stream is a function of the epoch, a run resumed from a checkpoint follows
+the uninterrupted run exactly, and the checkpoint needs no generator states. A
+``seconds`` budget makes the run depend on timing (the learning-rate schedule follows
+the fraction of the budget used, and the stopping step depends on speed). CUDA kernels
+are not forced to be deterministic (``cudnn_benchmark`` chooses algorithms by speed).
+`train` seeds the global torch generators; reseed afterwards if the caller relies on them.
+
+Distributed training
+--------------------
+Launched with ``torchrun --nproc_per_node G script.py`` (or on several machines),
+`train` joins the process group (see `nas.distributed`), wraps the model in
+DistributedDataParallel, gives each rank a disjoint, equal shard of every epoch's
+shuffled training images (``DeviceLoader(shard=(rank, world))``) and ``batch_size / G``
+images per step, evaluates a shard of the validation (and test) split per rank and sums
+the counts over ranks, so the accuracy is exact. Batch-norm statistics are per rank
+while training (no SyncBatchNorm) and rank 0's are broadcast before every evaluation.
+Decisions that end the run (budget, divergence, callback) are agreed over all ranks.
+Only rank 0 shows progress and writes the checkpoint; every rank reads it on resume, so
+on several machines it must be on a shared file system. An out-of-memory error on one
+rank cannot be recovered by the others (they wait in the next collective until the
+launcher stops them).
+"""
+
+from __future__ import annotations
+
+from .config import Budget, TrainConfig
+from .evaluate import evaluate
+from .loop import train
+from .optim import RMSpropTF
+from .result import Diverged, EpochStats, OutOfMemory, Result, TrainingFailed
+
+__all__ = [
+    "Budget",
+    "TrainConfig",
+    "EpochStats",
+    "Result",
+    "TrainingFailed",
+    "Diverged",
+    "OutOfMemory",
+    "RMSpropTF",
+    "train",
+    "evaluate",
+]

@@ -1,0 +1,189 @@
+"""What to train for and how: `Budget` (when to stop) and `TrainConfig` (optimiser,
+schedule, regularisation, precision, device). Validation of every field lives here."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from space.errors import UserError
+
+__all__ = ["AMP_MODES", "Budget", "TrainConfig", "positive_int", "positive_number"]
+
+
+def positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise UserError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise UserError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise UserError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long to train: stop at whichever limit is reached first.
+
+    Attributes:
+        epochs: passes over the training set; may be fractional (``0.5`` trains half an
+            epoch, rounded up to whole steps).
+        seconds: wall-clock seconds of training steps (evaluation excluded). Checked after
+            each step (every few steps on CUDA), so a run may overshoot by about one step.
+        images: training images (summed over processes); checked after each step, so
+            rounded up to whole batches.
+
+    At least one must be given; each must be positive (else `UserError`, a ValueError).
+    """
+
+    epochs: float | None = None
+    seconds: float | None = None
+    images: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs is None and self.seconds is None and self.images is None:
+            raise UserError(
+                "Budget needs at least one limit: epochs, seconds or images "
+                "(e.g. Budget(epochs=5) or Budget(seconds=600))"
+            )
+        if self.epochs is not None:
+            object.__setattr__(self, "epochs", positive_number("Budget.epochs", self.epochs))
+        if self.seconds is not None:
+            object.__setattr__(self, "seconds", positive_number("Budget.seconds", self.seconds))
+        if self.images is not None:
+            object.__setattr__(self, "images", positive_int("Budget.images", self.images))
+
+    def __str__(self) -> str:
+        parts = [f"{name}={getattr(self, name):g}" for name in ("epochs", "seconds", "images")
+                 if getattr(self, name) is not None]
+        return "Budget(" + ", ".join(parts) + ")"
+
+
+_OPTIMIZERS = ("rmsprop", "sgd")
+_SCHEDULES = ("cosine", "exponential")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (everything but the budget and the data).
+
+    Attributes:
+        batch_size: global images per step (split evenly over distributed processes).
+        optimizer: ``"rmsprop"`` (the EfficientNet paper's: TensorFlow-style RMSProp,
+            decay 0.9, momentum 0.9, epsilon 1e-3, see `RMSpropTF`) or ``"sgd"`` (Nesterov
+            momentum 0.9).
+        lr: peak learning rate; ``None`` scales with the batch size: rmsprop
+            ``0.016 * batch_size / 256`` (the paper), sgd ``0.1 * batch_size / 256``.
+        weight_decay: L2 penalty on convolution and linear weights (batch-norm parameters
+            and biases are not decayed); ``None`` means 1e-5 for rmsprop (the paper) and
+            5e-5 for sgd (the usual value for mobile-size networks trained with SGD; CIFAR
+            ResNet recipes use 5e-4, which over-regularises these small nets on short runs).
+        schedule: ``"cosine"`` decays to 0 over the budget: the fraction of the budget used
+            is the largest of the epochs, images and seconds fractions, so it anneals
+            fully whichever limit ends the run. ``"exponential"`` is the paper's
+            ``0.97 ** floor(epoch / 2.4)`` (staircase).
+        warmup_epochs: linear warm-up from ``lr / warmup_steps`` to ``lr`` over this many
+            epochs, multiplied onto the schedule (0 disables it). One epoch by default:
+            enough to keep the first steps at the batch-scaled rate stable, short next to
+            proxy runs of several epochs.
+        label_smoothing: for the training loss.
+        ema_decay: exponential moving average of the weights (and batch-norm statistics)
+            updated every step with decay ``min(ema_decay, (1 + n) / (10 + n))`` after ``n``
+            updates, so that a short proxy run averages roughly its last tenth of steps
+            rather than its initialisation.
+            Evaluation then uses the EMA weights (``Result.ema`` is True). ``None`` disables
+            EMA. Default 0.9999 as in the paper.
+        grad_clip: clip the global gradient norm to this value; ``None`` disables it.
+        amp: ``"auto"`` is bf16 autocast on CUDA GPUs with native bf16 (Ampere or newer,
+            ROCm), else fp16 with a gradient scaler; off on other devices. ``"bf16"``
+            works on CUDA and CPU, ``"fp16"`` needs CUDA, ``"off"`` trains in fp32.
+        channels_last: NHWC memory format; ``None`` means True on CUDA and CPU (on this
+            project's 2-core Xeon, B0-cifar trains about 1.5-1.8x faster in NHWC than in
+            NCHW: benchmarks/train_throughput.py), False on other devices.
+        compile: wrap the model in ``torch.compile`` (the first steps pay for compiling).
+        cudnn_benchmark: let cuDNN choose convolution algorithms by timing (CUDA only;
+            restored when `train` returns).
+        augment: random-crop (4-pixel padding) and horizontal-flip augmentation of the
+            training images.
+        eval_batch_size: images per evaluation batch (global); ``None`` means
+            ``2 * batch_size``.
+        seed: seeds initialisation, data order, augmentation, dropout and stochastic depth.
+        device: ``"cuda"``, ``"cuda:1"``, ``"cpu"``...; ``None`` picks CUDA when available.
+            Under distributed training the GPU is ``cuda:LOCAL_RANK``.
+        num_threads: CPU threads for intra-op parallelism during `train` (restored after);
+            ``None`` leaves the setting alone.
+    """
+
+    batch_size: int = 128
+    optimizer: str = "rmsprop"
+    lr: float | None = None
+    weight_decay: float | None = None
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    ema_decay: float | None = 0.9999
+    grad_clip: float | None = None
+    amp: str = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
+    cudnn_benchmark: bool = True
+    augment: bool = True
+    eval_batch_size: int | None = None
+    seed: int = 0
+    device: str | None = None
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        positive_int("TrainConfig.batch_size", self.batch_size)
+        if self.optimizer not in _OPTIMIZERS:
+            raise UserError(f"TrainConfig.optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in _SCHEDULES:
+            raise UserError(f"TrainConfig.schedule must be one of {_SCHEDULES}, got {self.schedule!r}")
+        if self.amp not in AMP_MODES:
+            raise UserError(f"TrainConfig.amp must be one of {AMP_MODES}, got {self.amp!r}")
+        if self.lr is not None:
+            positive_number("TrainConfig.lr", self.lr)
+        if self.weight_decay is not None and (
+            isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, numbers.Real)
+            or not math.isfinite(self.weight_decay) or self.weight_decay < 0
+        ):
+            raise UserError(f"TrainConfig.weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if (isinstance(self.warmup_epochs, bool) or not isinstance(self.warmup_epochs, numbers.Real)
+                or not math.isfinite(self.warmup_epochs) or self.warmup_epochs < 0):
+            raise UserError(f"TrainConfig.warmup_epochs must be a number >= 0, got {self.warmup_epochs!r}")
+        if not isinstance(self.label_smoothing, numbers.Real) or not 0 <= self.label_smoothing < 1:
+            raise UserError(f"TrainConfig.label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.ema_decay is not None and (
+            isinstance(self.ema_decay, bool) or not isinstance(self.ema_decay, numbers.Real)
+            or not 0 < self.ema_decay < 1
+        ):
+            raise UserError(f"TrainConfig.ema_decay must be in (0, 1) or None, got {self.ema_decay!r}")
+        if self.grad_clip is not None:
+            positive_number("TrainConfig.grad_clip", self.grad_clip)
+        if self.eval_batch_size is not None:
+            positive_int("TrainConfig.eval_batch_size", self.eval_batch_size)
+        if self.num_threads is not None:
+            positive_int("TrainConfig.num_threads", self.num_threads)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise UserError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
+
+    def resolved_lr(self) -> float:
+        """The peak learning rate: ``lr``, or the batch-size-scaled default."""
+        if self.lr is not None:
+            return float(self.lr)
+        base = 0.016 if self.optimizer == "rmsprop" else 0.1
+        return base * self.batch_size / 256
+
+    def resolved_weight_decay(self) -> float:
+        """``weight_decay``, or the optimiser's default (1e-5 rmsprop, 5e-5 sgd)."""
+        if self.weight_decay is not None:
+            return float(self.weight_decay)
+        return 1e-5 if self.optimizer == "rmsprop" else 5e-5
