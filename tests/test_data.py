@@ -1,6 +1,6 @@
 """Tests for `nas.data`: CIFAR archives, image folders, splits, synthetic data, DeviceLoader.
 
-No test touches the network: an autouse fixture lets `nas.data._open_url` open only
+No test touches the network: an autouse fixture lets `nas.data.cifar._open_url` open only
 ``file://`` URLs, and every test keeps its data folder under ``tmp_path``.
 """
 
@@ -26,7 +26,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import nas.data as data
+import nas.data.cifar as cifar
+import nas.data.folder as folder_mod
+import nas.data.load as load_mod
 from nas.data import (
     CIFAR10_MEAN,
     CIFAR100_STD,
@@ -48,14 +50,14 @@ REAL_CIFAR10 = Path("/work/shared/datasets/cifar10")
 @pytest.fixture(autouse=True)
 def _offline_and_private_cache(monkeypatch, tmp_path):
     """No network, and the default data folder is a fresh temporary one."""
-    real_open = data._open_url
+    real_open = cifar._open_url
 
     def open_local_only(url, timeout):
         if not url.startswith("file:"):
             raise AssertionError(f"test tried to open {url}")
         return real_open(url, timeout)
 
-    monkeypatch.setattr(data, "_open_url", open_local_only)
+    monkeypatch.setattr(cifar, "_open_url", open_local_only)
     monkeypatch.setenv("EFFNAS_DATA", str(tmp_path / "default-data"))
 
 
@@ -95,7 +97,7 @@ def _random_images(n: int, seed: int) -> np.ndarray:
 
 def write_cifar(root: Path, kind: str = "cifar10", *, archive: bool = False) -> dict:
     """A tiny dataset in the official layout; returns the expected arrays per split."""
-    src = data._CIFAR_SOURCES[kind]
+    src = cifar._CIFAR_SOURCES[kind]
     stage = root / "stage" if archive else root
     folder = stage / src.folder
     folder.mkdir(parents=True)
@@ -192,9 +194,9 @@ def test_cifar_corrupt_tarball_is_a_data_error(tmp_path):
 
 
 def _point_download_at(monkeypatch, path: Path, md5: str | None = None) -> None:
-    src = data._CIFAR_SOURCES["cifar10"]
+    src = cifar._CIFAR_SOURCES["cifar10"]
     monkeypatch.setitem(
-        data._CIFAR_SOURCES, "cifar10", replace(src, url=path.resolve().as_uri(), md5=md5 or src.md5)
+        cifar._CIFAR_SOURCES, "cifar10", replace(src, url=path.resolve().as_uri(), md5=md5 or src.md5)
     )
 
 
@@ -222,7 +224,7 @@ def test_offline_error_says_where_to_put_the_files(tmp_path, monkeypatch):
     def unreachable(url, timeout):
         raise urllib.error.URLError(OSError(101, "Network is unreachable"))
 
-    monkeypatch.setattr(data, "_open_url", unreachable)
+    monkeypatch.setattr(cifar, "_open_url", unreachable)
     root = tmp_path / "data"
     with pytest.raises(DataError) as info:
         load_dataset("cifar100", root=root)
@@ -304,20 +306,20 @@ def test_image_folder_cache_hit_is_equal_and_skips_decoding(folder, tmp_path, mo
     cache_files = list((cache_root / "imagefolder").iterdir())
     assert len(cache_files) == 1 and cache_files[0].suffix == ".npz"  # no temporary file left
 
-    real_decode = data._decode_chunk
+    real_decode = folder_mod._decode_chunk
     decoded = []
 
     def no_decoding(paths):
         raise AssertionError("decoded although the cache is valid")
 
-    monkeypatch.setattr(data, "_decode_chunk", no_decoding)
+    monkeypatch.setattr(folder_mod, "_decode_chunk", no_decoding)
     with pytest.warns(UserWarning, match="broken.jpg"):  # the skip is reported on every load
         second = load_dataset(str(root), root=cache_root)
     assert torch.equal(first.images, second.images) and torch.equal(first.labels, second.labels)
     assert second.skipped == first.skipped and second.classes == first.classes
 
     # changing a file changes the listing (size / mtime), so the folder is decoded again
-    monkeypatch.setattr(data, "_decode_chunk", lambda paths: decoded.extend(paths) or real_decode(paths))
+    monkeypatch.setattr(folder_mod, "_decode_chunk", lambda paths: decoded.extend(paths) or real_decode(paths))
     new = np.zeros((8, 8, 3), dtype=np.uint8)
     Image.fromarray(new).save(root / "train" / "cat" / "000.png")
     os.utime(root / "train" / "cat" / "000.png", ns=(1, 1))
@@ -377,15 +379,15 @@ def test_image_folder_worker_pool_matches_serial(folder, tmp_path, monkeypatch):
     with pytest.warns(UserWarning):
         serial = load_dataset(str(root), root=tmp_path / "serial")
     used = []
-    real_pool = data.concurrent.futures.ProcessPoolExecutor
+    real_pool = folder_mod.concurrent.futures.ProcessPoolExecutor
 
     def spy_pool(*args, **kwargs):
         used.append(args)
         return real_pool(*args, **kwargs)
 
-    monkeypatch.setattr(data, "_workers", lambda n: 2)
-    monkeypatch.setattr(data, "_CHUNK", 3)
-    monkeypatch.setattr(data.concurrent.futures, "ProcessPoolExecutor", spy_pool)
+    monkeypatch.setattr(folder_mod, "_workers", lambda n: 2)
+    monkeypatch.setattr(folder_mod, "_CHUNK", 3)
+    monkeypatch.setattr(folder_mod.concurrent.futures, "ProcessPoolExecutor", spy_pool)
     with pytest.warns(UserWarning, match="broken.jpg"):
         pooled = load_dataset(str(root), root=tmp_path / "pooled")
     assert used, "the worker pool was not used"
@@ -468,13 +470,13 @@ def test_make_splits_reads_test_only_when_asked(tmp_path, monkeypatch):
         make_splits(str(root), root=tmp_path / "cache", with_test=True)
 
     requested = []
-    real_load = data.load_dataset
+    real_load = load_mod.load_dataset
 
     def spy(*args, **kwargs):
         requested.append(kwargs.get("split"))
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(data, "load_dataset", spy)
+    monkeypatch.setattr(load_mod, "load_dataset", spy)
     make_splits("synthetic:100")
     assert requested == ["train"]
     with_test = make_splits("synthetic:100", with_test=True)

@@ -1,0 +1,250 @@
+"""Image folders ``<root>/{train,test}/<class>/<image>``: listing, decoding in worker
+processes, and the decoded-array cache."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import multiprocessing
+import os
+import re
+import warnings
+from collections import Counter
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_write
+from .containers import DataError, ImageData
+from .progress import progress
+
+__all__ = ["SPLITS", "load_image_folder"]
+
+SPLITS = ("train", "test")
+
+_IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp"}
+)
+_CACHE_VERSION = 1
+_POOL_MIN_IMAGES = 2000  # decode in worker processes from this many images on
+_MAX_WORKERS = 8
+_CHUNK = 500
+_MAX_NAMED = 20  # skipped images named in the warning (all are in ImageData.skipped)
+
+
+def _class_names(path: Path) -> tuple[str, ...]:
+    """Sorted union of the class folder names of every split present (shared indices)."""
+    names: set[str] = set()
+    for split in SPLITS:
+        split_dir = path / split
+        if split_dir.is_dir():
+            names.update(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    return tuple(sorted(names))
+
+
+def _list_images(split_dir: Path, classes: tuple[str, ...]) -> list[tuple[str, int, int, int]]:
+    """``(relative path, size in bytes, mtime in ns, label)`` of every image file, sorted."""
+    entries = []
+    for label, cls in enumerate(classes):
+        class_dir = split_dir / cls
+        if not class_dir.is_dir():
+            continue
+        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in sorted(filenames):
+                if filename.startswith(".") or os.path.splitext(filename)[1].lower() not in _IMAGE_EXTENSIONS:
+                    continue
+                full = os.path.join(dirpath, filename)
+                rel = Path(os.path.relpath(full, split_dir)).as_posix()
+                try:
+                    st = os.stat(full)
+                    entries.append((rel, st.st_size, st.st_mtime_ns, label))
+                except OSError:  # e.g. a dangling symlink: listed, then skipped when decoded
+                    entries.append((rel, -1, -1, label))
+    return entries
+
+
+def _cache_path(path: Path, split: str, classes: tuple[str, ...], entries: list, base: Path) -> Path:
+    digest = hashlib.sha256()
+    # the folder's own path is part of the key too: the cached warnings name its files
+    digest.update(f"effnas-imagefolder v{_CACHE_VERSION}\n{path.resolve()}\n{split}\n".encode())
+    digest.update(("\t".join(classes) + "\n").encode())
+    for rel, size, mtime, label in entries:
+        digest.update(f"{label}\t{rel}\t{size}\t{mtime}\n".encode())
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.resolve().name) or "folder"
+    return base / "imagefolder" / f"{slug}-{split}-{digest.hexdigest()[:20]}.npz"
+
+
+def load_image_folder(path: Path, split: str, base: Path) -> ImageData:
+    split_dir = path / split
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir} does not exist: an image folder needs {split}/<class>/<image> files")
+    classes = _class_names(path)
+    if not classes:
+        raise DataError(f"{split_dir} has no class sub-folders: an image folder needs {split}/<class>/<image> files")
+    entries = _list_images(split_dir, classes)
+    if not entries:
+        raise DataError(f"{split_dir} contains no image files ({', '.join(sorted(_IMAGE_EXTENSIONS))})")
+    cache = _cache_path(path, split, classes, entries, base)
+    name = f"{path.resolve().name}:{split}"
+    cached = _read_cache(cache, classes)
+    if cached is not None:
+        images, labels, skipped, notes = cached
+    else:
+        images, labels, skipped, notes = _decode_folder(split_dir, entries)
+        _write_cache(cache, classes, images, labels, skipped, notes)
+    for note in notes:
+        warnings.warn(note, stacklevel=3)
+    return ImageData(torch.from_numpy(images), torch.from_numpy(labels), classes, name=name, skipped=skipped)
+
+
+def _decode_one(path: str) -> np.ndarray:
+    """Decode one image file to an RGB ``uint8`` array ``(H, W, 3)``."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("P", "PA") and "transparency" in im.info:
+            im = im.convert("RGBA")
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def _decode_chunk(paths: list[str]) -> list[np.ndarray | str]:
+    """Decode paths; an unreadable file yields its error message instead of an array."""
+    out: list[np.ndarray | str] = []
+    for p in paths:
+        try:
+            out.append(_decode_one(p))
+        except Exception as err:  # Pillow raises many types for broken files
+            out.append(f"{type(err).__name__}: {err}")
+    return out
+
+
+def _workers(n: int) -> int:
+    if n < _POOL_MIN_IMAGES:
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, _MAX_WORKERS))
+
+
+def _decode_all(paths: list[str], desc: str) -> list[np.ndarray | str]:
+    """Decode every path, in worker processes when there are many, with progress on stderr
+    when it takes more than a couple of seconds."""
+    workers = _workers(len(paths))
+    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    results: list[np.ndarray | str] = []
+    with progress(len(paths), desc, unit="img") as bar:
+        if workers > 1:
+            context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+            try:
+                with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+                    for chunk_result in pool.map(_decode_chunk, chunks):
+                        results.extend(chunk_result)
+                        bar.update(len(chunk_result))
+                return results
+            except (OSError, BrokenProcessPool) as err:
+                warnings.warn(f"decoding in worker processes failed ({err}); decoding in this process", stacklevel=4)
+                results.clear()
+                bar.reset()
+        for chunk in chunks:
+            chunk_result = _decode_chunk(chunk)
+            results.extend(chunk_result)
+            bar.update(len(chunk_result))
+    return results
+
+
+def _decode_folder(
+    split_dir: Path, entries: list[tuple[str, int, int, int]]
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], list[str]]:
+    """Decode an image folder split: ``(images N,3,H,W, labels, skipped, warnings)``."""
+    paths = [str(split_dir / rel) for rel, *_ in entries]
+    decoded = _decode_all(paths, f"decoding {split_dir}")
+    good: list[tuple[np.ndarray, int]] = []
+    skipped: list[str] = []
+    for path, (_, _, _, label), result in zip(paths, entries, decoded):
+        if isinstance(result, str):
+            skipped.append(f"{path} ({result})")
+        else:
+            good.append((result, label))
+    notes: list[str] = []
+    if skipped:
+        shown = "; ".join(skipped[:_MAX_NAMED])
+        more = f"; and {len(skipped) - _MAX_NAMED} more (see ImageData.skipped)" if len(skipped) > _MAX_NAMED else ""
+        notes.append(f"skipped {len(skipped)} unreadable image(s) in {split_dir}: {shown}{more}")
+    if not good:
+        raise DataError(f"{split_dir} has no readable image: all {len(entries)} files failed to decode")
+    sizes = Counter(array.shape[:2] for array, _ in good)
+    (height, width), _ = max(sizes.items(), key=lambda kv: (kv[1], kv[0][0] * kv[0][1], kv[0]))
+    images = np.empty((len(good), 3, height, width), dtype=np.uint8)
+    resized = 0
+    for i, (array, _) in enumerate(good):
+        if array.shape[:2] != (height, width):
+            array = _resize(array, height, width)
+            resized += 1
+        images[i] = array.transpose(2, 0, 1)
+    if resized:
+        notes.append(
+            f"resized {resized} of {len(good)} images in {split_dir} to the most common size {height}x{width} (HxW)"
+        )
+    labels = np.fromiter((label for _, label in good), dtype=np.int64, count=len(good))
+    return images, labels, tuple(skipped), notes
+
+
+def _resize(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(array).resize((width, height), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def _read_cache(
+    cache: Path, classes: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], list[str]] | None:
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+            cached_classes = tuple(str(c) for c in z["classes"])
+            skipped = tuple(str(s) for s in z["skipped"])
+            notes = [str(s) for s in z["notes"]]
+        ok = (
+            images.dtype == np.uint8
+            and images.ndim == 4
+            and labels.dtype == np.int64
+            and labels.shape == (images.shape[0],)
+            and cached_classes == classes
+        )
+        if ok:
+            return images, labels, skipped, notes
+        problem = "unexpected contents"
+    except Exception as err:  # a truncated or foreign file: decode again
+        problem = f"{type(err).__name__}: {err}"
+    warnings.warn(f"ignoring unreadable cache {cache} ({problem}); decoding the images again", stacklevel=4)
+    return None
+
+
+def _write_cache(
+    cache: Path,
+    classes: tuple[str, ...],
+    images: np.ndarray,
+    labels: np.ndarray,
+    skipped: tuple[str, ...],
+    notes: list[str],
+) -> None:
+    """Write the decoded arrays atomically (temporary file, then rename); a failure only warns."""
+    try:
+        with atomic_write(cache) as f:
+            np.savez(
+                f,
+                images=images,
+                labels=labels,
+                classes=np.array(classes, dtype=str),
+                skipped=np.array(skipped, dtype=str),
+                notes=np.array(notes, dtype=str),
+            )
+    except OSError as err:
+        warnings.warn(f"could not write the decoded-image cache {cache} ({err}); the next load decodes again", stacklevel=4)
