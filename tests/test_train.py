@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import nas.train as nas_train
-from nas.data import Splits, synthetic
+from nas.data import ImageData, Splits, synthetic
 from nas.train import (
     Budget,
     Diverged,
@@ -405,3 +405,18 @@ def test_module_input_bf16_and_argument_errors(arch, small):
         train(build_model(arch, num_classes=3), small, Budget(epochs=1), FAST)
     with pytest.raises(TypeError):
         train("not an arch", small, Budget(epochs=1), FAST)
+
+
+def test_non_square_images_train_at_their_height_the_documented_side(arch):
+    """`ImageData.side` is the stored height; a model without an `arch` trains at it,
+    as `Splits.image_size` says (the trainer used to read the width)."""
+    def tall(n: int, seed: int) -> ImageData:
+        square = synthetic(n, 4, 12, seed=seed)
+        return ImageData(square.images[:, :, :8, :].contiguous(), square.labels, square.classes)
+
+    data = Splits(train=tall(64, 0), val=tall(32, 1))
+    assert data.train.images.shape[2:] == (8, 12)  # H = 8, W = 12
+    assert data.image_size == data.train.side == 8
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 4))
+    result = train(net, data, Budget(epochs=1), FAST)
+    assert result.resolution == 8

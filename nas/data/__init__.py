@@ -10,8 +10,9 @@ Conventions
 * Images are ``uint8`` tensors of shape ``(N, C, H, W)`` with values 0..255, RGB channel
   order, on the CPU (`ImageData.images`); labels are ``int64`` of shape ``(N,)`` with values
   in ``0 .. len(classes) - 1``. ``classes[i]`` is the name of class ``i``.
-* Sizes are in pixels. `Splits.image_size` is the stored height ``H``; every built-in
-  dataset is square. `DeviceLoader` yields ``float`` batches ``(B, C, res, res)``,
+* Sizes are in pixels. `ImageData.side` (and `Splits.image_size`) is the stored height
+  ``H``, the square side a model uses when nothing else sets it; every built-in dataset
+  is square. `DeviceLoader` yields ``float`` batches ``(B, C, res, res)``,
   normalised per channel as ``(x / 255 - mean) / std``.
 * ``mean`` and ``std`` are per channel, on the 0..1 scale. CIFAR-10 and CIFAR-100 carry their
   training-set statistics; every other dataset carries none and `DeviceLoader` then uses
@@ -54,7 +55,7 @@ Decisions
 from __future__ import annotations
 
 from .cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
-from .containers import DataError, ImageData, Splits
+from .containers import DataError, ImageData, Splits, SplitsInfo
 from .load import data_dir, load_dataset, make_splits
 from .loader import DeviceLoader
 from .stratify import stratified_split, stratified_subset
@@ -69,6 +70,7 @@ __all__ = [
     "DeviceLoader",
     "ImageData",
     "Splits",
+    "SplitsInfo",
     "data_dir",
     "load_dataset",
     "make_splits",

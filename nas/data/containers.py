@@ -3,6 +3,8 @@ images) and `Splits` (train / validation / test), and the `DataError` for bad da
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -11,7 +13,7 @@ import torch
 
 from space.errors import UserError
 
-__all__ = ["DataError", "ImageData", "Splits", "as_channel_stats", "as_index", "describe"]
+__all__ = ["DataError", "ImageData", "Splits", "SplitsInfo", "as_channel_stats", "as_index", "describe"]
 
 
 class DataError(UserError):
@@ -79,6 +81,13 @@ class ImageData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def side(self) -> int:
+        """The square side, in pixels, a model trains and evaluates at when nothing else
+        sets it: the stored height ``H``. Every built-in dataset is square; an image folder
+        of another aspect ratio is resized to a square (not cropped) by `DeviceLoader`."""
+        return int(self.images.shape[2])
+
     def __repr__(self) -> str:
         shape = tuple(self.images.shape[1:])
         return f"ImageData(name={self.name!r}, n={len(self)}, shape={shape}, classes={len(self.classes)})"
@@ -98,6 +107,27 @@ class ImageData:
         )
 
 
+@dataclass(frozen=True)
+class SplitsInfo:
+    """How a `Splits` was made, so that a checkpoint or a study can tell whether two runs
+    saw the same data.
+
+    Attributes:
+        dataset: the dataset name or path given to `make_splits`.
+        split_seed: seed of the subset and validation draws (not the training seed).
+        val_fraction: share of the (subset of the) training split held out.
+        subset: training images asked for, or None for all.
+    """
+
+    dataset: str
+    split_seed: int
+    val_fraction: float
+    subset: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass(frozen=True, eq=False)
 class Splits:
     """The parts of a dataset a run uses.
@@ -107,11 +137,13 @@ class Splits:
         val: validation images carved out of the training split (never overlapping
             ``train``); empty when ``val_fraction`` was 0.
         test: the official test split, only when `make_splits` was asked ``with_test``.
+        info: how `make_splits` made these parts; None for hand-built splits.
     """
 
     train: ImageData
     val: ImageData
     test: ImageData | None = None
+    info: SplitsInfo | None = None
 
     @property
     def num_classes(self) -> int:
@@ -119,8 +151,18 @@ class Splits:
 
     @property
     def image_size(self) -> int:
-        """Stored image height in pixels (images are square for every built-in dataset)."""
-        return int(self.train.images.shape[2])
+        """The training images' `ImageData.side` in pixels (the stored height)."""
+        return self.train.side
+
+    def fingerprint(self) -> str:
+        """A short hash of the training and validation images and labels: equal for the
+        same data in the same order, different (with overwhelming probability) otherwise."""
+        digest = hashlib.blake2b(digest_size=10)
+        for part in (self.train, self.val):
+            digest.update(repr((tuple(part.images.shape), part.classes)).encode())
+            digest.update(part.labels.cpu().numpy().tobytes())
+            digest.update(part.images.cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
 
 def describe(x: Any) -> str:

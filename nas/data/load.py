@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .cifar import CIFAR_ALIASES, load_cifar
-from .containers import DataError, ImageData, Splits
+from .containers import DataError, ImageData, Splits, SplitsInfo
 from .folder import SPLITS, load_image_folder
 from .stratify import stratified_split, stratified_subset
 from .synthetic import parse_synthetic, synthetic
@@ -124,7 +124,8 @@ def make_splits(
         test = load_dataset(name_or_path, root=root, download=download, split="test")
         if test.classes != train.classes:
             raise DataError(f"the test split of {base} has other classes than its training split")
-    return Splits(train=train, val=val, test=test)
+    info = SplitsInfo(dataset=name_or_path, split_seed=seed, val_fraction=float(val_fraction), subset=subset)
+    return Splits(train=train, val=val, test=test, info=info)
 
 
 def _renamed(data: ImageData, name: str) -> ImageData:

@@ -26,7 +26,7 @@ def model_arch(net: nn.Module) -> Arch | None:
 
 
 def image_side(data: ImageData) -> int:
-    return int(data.images.shape[-1])
+    return data.side
 
 
 def split_shard(data: ImageData, rank: int, world: int) -> ImageData:
