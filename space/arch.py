@@ -37,6 +37,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Iterator
 
 from .errors import UserError
@@ -95,9 +96,16 @@ def _is_number(value: Any) -> bool:
 
 
 def _fmt(value: float) -> str:
-    """Shortest exact text for a number: ``6`` for 6.0, ``0.25`` for 0.25."""
+    """Exact positional text for a finite number: ``6`` for 6.0, ``0.25``, ``0.00005``.
+
+    ``repr`` gives the shortest digits that read back as the same float, but switches to
+    exponent notation below 1e-4 (``5e-05``), and the ``-`` would split the arch string's
+    token. The same digits written positionally by `Decimal` read back to the same float.
+    """
     value = float(value)
-    return str(int(value)) if value.is_integer() else repr(value)
+    if value.is_integer():
+        return str(int(value))
+    return format(Decimal(repr(value)), "f")
 
 
 @dataclass(frozen=True)

@@ -164,3 +164,71 @@ def test_resolve_arch_accepts_preset_string_and_file(tmp_path):
         resolve_arch(str(tmp_path / "missing.json"))
     with pytest.raises(ArchError, match="unknown architecture 'efficientnet_b9'"):
         resolve_arch("efficientnet_b9")
+
+
+# --- the string form round-trips every valid description --------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_unit = st.floats(min_value=0.0, max_value=1.0, exclude_max=True, allow_nan=False)
+_tiny = st.sampled_from([5e-5, 1e-7, 1e-12, 5e-324, 2.5e-300, 0.1 + 0.2, 1 / 3])
+
+
+@st.composite
+def stages(draw):
+    return Stage(
+        block=draw(st.sampled_from(["mbconv", "fused_mbconv"])),
+        kernel=draw(st.integers(0, 5)) * 2 + 1,
+        stride=draw(st.sampled_from([1, 2])),
+        expand=draw(st.one_of(
+            st.floats(min_value=1.0, max_value=1e6, allow_nan=False),
+            st.sampled_from([1.0000001, 3.3333333333333335, 1e22, 1.7976931348623157e308]),
+            st.integers(1, 12))),
+        channels=draw(st.integers(1, 4096)),
+        layers=draw(st.integers(1, 20)),
+        se=draw(st.one_of(_unit, _tiny)),
+    )
+
+
+@st.composite
+def archs(draw):
+    chosen = tuple(draw(st.lists(stages(), min_size=1, max_size=4)))
+    stem_stride = draw(st.sampled_from([1, 2]))
+    total = stem_stride * 2 ** sum(s.stride == 2 for s in chosen)
+    return Arch(
+        stem_channels=draw(st.integers(1, 256)), stem_stride=stem_stride, stages=chosen,
+        head_channels=draw(st.integers(1, 4096)),
+        resolution=total * draw(st.integers(1, 64)),
+        dropout=draw(st.one_of(_unit, _tiny)), drop_path=draw(st.one_of(_unit, _tiny)),
+        activation=draw(st.sampled_from(["silu", "relu", "relu6", "hardswish", "gelu"])),
+    )
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(archs())
+def test_every_valid_arch_round_trips_through_its_string(arch):
+    text = arch.to_string()
+    assert Arch.from_string(text) == arch
+    # Exponent notation would put '-' (the token separator) or 'e' into a number.
+    for token in text.split("-"):
+        for field in token.split("_")[1:]:
+            assert "e-" not in field and "e+" not in field
+    assert Arch.from_json(arch.to_json()) == arch
+
+
+@pytest.mark.parametrize("field, value, text", [
+    ("drop_path", 5e-5, "dp0.00005"),
+    ("dropout", 1e-7, "do0.0000001"),
+    ("drop_path", 0.1 + 0.2, "dp0.30000000000000004"),
+])
+def test_small_rates_are_written_positionally(field, value, text):
+    arch = Arch.from_string("net_r32-stem_c16_s1-mb_k3_s2_e4_c24_l1-head_c64").replace(**{field: value})
+    assert text in arch.to_string().split("-")[0] + arch.to_string().split("-")[-1]
+    assert Arch.from_string(arch.to_string()) == arch
+
+
+def test_tiny_se_and_odd_expand_round_trip():
+    stage = Stage("mbconv", 3, 1, 1.0000001, 16, 1, 1e-7)
+    assert stage.to_token() == "mb_k3_s1_e1.0000001_c16_l1_se0.0000001"
+    arch = Arch(stem_channels=8, stem_stride=1, stages=(stage,), head_channels=8, resolution=8)
+    assert Arch.from_string(arch.to_string()).stages[0] == stage
