@@ -45,36 +45,61 @@ def _positive(kind: type, name: str):
     return parse
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an output path that cannot be a run folder, before any work is done."""
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                where = "" if parent == out else f" (its parent {parent} is a file)"
+                raise UserError(f"--out {out} cannot be a run folder{where}: pass a folder path")
+            if not os.access(parent, os.W_OK):
+                raise UserError(f"--out {out}: {parent} is not writable; pass another folder")
+            return
+
+
+def _arch_record(arch, splits) -> dict:
+    """arch.json: the description plus what it was trained for (`space info FILE` reads
+    ``num_classes`` from it, so the cost it shows is that of the trained classifier)."""
+    return {**arch.to_dict(), "num_classes": splits.num_classes, "class_names": list(splits.train.classes)}
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .data import make_splits
     from .train import Budget, TrainConfig, TrainingFailed, train
 
+    # Everything is checked before anything is written: a refused run leaves --out as it was.
+    out = Path(args.out)
+    _check_out(out)
     arch = resolve_arch(args.arch)
     if args.resolution is not None:
         arch = arch.replace(resolution=args.resolution)
     if not 0 < args.val_fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.ema is not None and not 0 < args.ema < 1:
+        raise UserError(f"--ema must be between 0 and 1, got {args.ema}")
     if args.epochs is None and args.seconds is None and args.images is None:
         args.epochs = 10
     budget = Budget(epochs=args.epochs, seconds=args.seconds, images=args.images)
-    splits = make_splits(args.dataset, val_fraction=args.val_fraction, subset=args.subset,
-                         seed=args.seed, with_test=args.test, root=args.data_root,
-                         download=not args.no_download)
-    if args.ema is not None and not 0 < args.ema < 1:
-        raise UserError(f"--ema must be between 0 and 1, got {args.ema}")
     config = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          device=args.device, seed=args.seed, compile=args.compile,
                          ema_decay=None if args.no_ema else (args.ema or TrainConfig.ema_decay),
                          num_threads=args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    splits = make_splits(args.dataset, val_fraction=args.val_fraction, subset=args.subset,
+                         seed=args.split_seed, with_test=args.test, root=args.data_root,
+                         download=not args.no_download)
     # Under torchrun every process runs this command; only rank 0 writes and prints.
     is_main = int(os.environ.get("RANK", "0")) == 0
-    if is_main:
-        write_json_atomic(out / "arch.json", arch.to_dict())
+    record = _arch_record(arch, splits)
+
+    def write_arch(_stats=None) -> None:
+        # Written once training has run (with the first checkpoint), never by a refused run.
+        if is_main:
+            write_json_atomic(out / "arch.json", record)
+
     try:
         result = train(arch, splits, budget, config, checkpoint=out / "checkpoint.pt",
-                       resume=not args.restart, progress=not args.quiet, evaluate_test=args.test)
+                       resume=not args.restart, progress=not args.quiet, evaluate_test=args.test,
+                       callback=write_arch)
     except TrainingFailed as err:
         raise UserError(f"training failed: {err}") from None
     summary = {
@@ -82,13 +107,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "dataset": args.dataset,
         "val_acc": result.val_acc,
         "best_val_acc": result.best_val_acc,
-        "epochs": result.epochs,
+        "epochs": round(result.epochs, 4),
         "seconds": round(result.seconds, 2),
         "images_per_s": round(result.images_per_s, 1),
         "images_seen": result.images_seen,
         "params": result.params,
         "macs": result.macs,
         "device": result.device,
+        "seed": args.seed,
+        "split_seed": args.split_seed,
         "train_size": len(splits.train),
         "val_size": len(splits.val),
     }
@@ -96,6 +123,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         summary["test_acc"] = result.test_acc
     metrics = dict(summary, history=[h.to_dict() for h in result.history], result=result.to_dict())
     if is_main:
+        write_arch()
         write_json_atomic(out / "metrics.json", metrics)
         print(json.dumps(summary), flush=True)
     return 0
@@ -131,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resolution", type=int, default=None, help="train at this input side instead of the arch's")
     t.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0,
+                   help="training seed: initialisation, data order, augmentation (default 0)")
+    t.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the subset and validation draws, kept apart from --seed so runs "
+                        "with different training seeds are measured on the same images (default 0)")
     t.add_argument("--test", action="store_true", help="also evaluate on the test split (final report only)")
     t.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
     t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --out")

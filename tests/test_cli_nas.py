@@ -73,3 +73,69 @@ def test_nas_train_under_torchrun_prints_once(tmp_path):
     assert len(lines) == 1  # rank 0 only
     assert json.loads(lines[0])["epochs"] == 1
     assert json.loads((out / "metrics.json").read_text())["val_acc"] == json.loads(lines[0])["val_acc"]
+
+
+def _run_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "nas", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+TRAIN_FAST = ["--dataset", "synthetic:64:4:16", "--epochs", "1", "--batch-size", "16", "--quiet",
+              "--threads", "1"]
+
+
+def test_refused_resume_leaves_the_run_folder_untouched(tmp_path):
+    out = tmp_path / "run"
+    first = _run_cli("train", "--arch", TINY, *TRAIN_FAST, "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = TINY.replace("head_c32", "head_c48")
+    proc = _run_cli("train", "--arch", other, *TRAIN_FAST, "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--restart" in proc.stderr and proc.stderr.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # arch.json not overwritten
+
+
+def test_unavailable_device_leaves_no_folder(tmp_path):
+    out = tmp_path / "never"
+    proc = _run_cli("train", "--arch", TINY, *TRAIN_FAST, "--device", "cuda", "--out", str(out))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "cuda" in proc.stderr and proc.stderr.count("\n") == 1
+    assert not out.exists()
+
+
+def test_out_pointing_at_a_file_is_one_sentence(tmp_path):
+    target = tmp_path / "a_file"
+    target.write_text("x")
+    proc = _run_cli("train", "--arch", TINY, *TRAIN_FAST, "--out", str(target))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--out" in proc.stderr and proc.stderr.count("\n") == 1
+    assert target.read_text() == "x"
+
+
+def test_arch_json_records_classes_and_the_summary_rounds_epochs(tmp_path, capsys):
+    data = make_folder(tmp_path / "imgs", classes=("ant", "bee", "cat"), per_class=10)
+    out = tmp_path / "run"
+    # 24 training images in batches of 8: 3 steps per epoch; 20 images is 3 steps = 1 epoch,
+    # 10 images is 2 steps = 2/3 of an epoch.
+    code = nas_main(["train", "--arch", TINY, "--dataset", str(data), "--images", "10",
+                     "--batch-size", "8", "--out", str(out), "--quiet", "--threads", "1",
+                     "--data-root", str(tmp_path / "cache")])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs"] == 0.6667
+    record = json.loads((out / "arch.json").read_text())
+    assert record["num_classes"] == 3 and record["class_names"] == ["ant", "bee", "cat"]
+    assert summary["split_seed"] == 0 and summary["seed"] == 0
+
+
+def test_warnings_reach_the_user_as_one_short_line(tmp_path):
+    data = make_folder(tmp_path / "imgs")
+    (data / "train" / "a" / "broken.png").write_bytes(b"not an image")
+    proc = _run_cli("train", "--arch", TINY, "--dataset", str(data), "--epochs", "1",
+                    "--batch-size", "8", "--quiet", "--threads", "1", "--out", str(tmp_path / "run"),
+                    "--data-root", str(tmp_path / "cache"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "broken.png" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: skipped 1 unreadable image")
+    assert "UserWarning" not in proc.stderr and "warnings.warn" not in proc.stderr
