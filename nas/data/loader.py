@@ -33,8 +33,12 @@ class DeviceLoader:
     left-right (``flip``), all as batched tensor operations; the random offsets and flips
     are drawn for the whole epoch from the same generator. Then, in both modes, the batch
     is converted to float, normalised as ``(x / 255 - mean) / std``, resized to
-    ``resolution`` (bilinear, ``antialias=False``) when that differs from the stored
-    size, and cast to ``dtype`` (in ``channels_last`` layout if asked).
+    ``resolution`` × ``resolution`` when that differs from the stored size, and cast to
+    ``dtype`` (in ``channels_last`` layout if asked). Resizing is bilinear with half-pixel
+    centres (``align_corners=False``), antialiased when the output is smaller than the
+    stored size in either dimension (a triangle filter widened by the reduction factor, as
+    Pillow's BILINEAR does), plain bilinear interpolation when it only enlarges (e.g. 32px
+    CIFAR to a larger resolution); a non-square stored size is stretched, not cropped.
 
     In evaluation mode (``train=False``) the order is fixed, nothing is augmented and the
     last partial batch is kept.
@@ -120,6 +124,10 @@ class DeviceLoader:
         self.size = (height, width)
         self.resolution = resolution
         self._out_size = (resolution, resolution) if resolution is not None else (height, width)
+        # Shrinking without a low-pass filter aliases (fine texture turns into false
+        # patterns); enlarging needs none, and torch's antialiased kernel only widens in
+        # the dimensions that shrink.
+        self._antialias = self._out_size[0] < height or self._out_size[1] < width
         self._n = n
         self._per_rank = per_rank
         self._num_samples = (per_rank // self.batch_size) * self.batch_size if self.drop_last else per_rank
@@ -219,6 +227,6 @@ class DeviceLoader:
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(torch.float32).mul_(self._scale).sub_(self._shift)
         if self._out_size != self.size:
-            x = F.interpolate(x, size=self._out_size, mode="bilinear", align_corners=False, antialias=False)
+            x = F.interpolate(x, size=self._out_size, mode="bilinear", align_corners=False, antialias=self._antialias)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.to(dtype=self.dtype, memory_format=memory_format)
