@@ -444,7 +444,7 @@ def _rows(d: ImageData) -> set[bytes]:
 
 
 def test_make_splits_subset_then_val_without_overlap():
-    splits = make_splits("synthetic:1000", subset=300, val_fraction=0.1, seed=5)
+    splits = make_splits("synthetic:1000", subset=300, val_fraction=0.1, split_seed=5)
     assert isinstance(splits, Splits) and splits.test is None
     assert len(splits.train) == 270 and len(splits.val) == 30
     assert torch.bincount(splits.val.labels).tolist() == [3] * 10
@@ -452,9 +452,9 @@ def test_make_splits_subset_then_val_without_overlap():
     assert _rows(splits.train).isdisjoint(_rows(splits.val))
     assert splits.num_classes == 10 and splits.image_size == 32
     assert splits.train.name.endswith(":train") and splits.val.name.endswith(":val")
-    same = make_splits("synthetic:1000", subset=300, val_fraction=0.1, seed=5)
+    same = make_splits("synthetic:1000", subset=300, val_fraction=0.1, split_seed=5)
     assert torch.equal(same.val.images, splits.val.images)
-    other = make_splits("synthetic:1000", subset=300, val_fraction=0.1, seed=6)
+    other = make_splits("synthetic:1000", subset=300, val_fraction=0.1, split_seed=6)
     assert not torch.equal(other.val.images, splits.val.images)
     full = make_splits("synthetic:200", val_fraction=0.25)
     assert len(full.train) == 150 and len(full.val) == 50

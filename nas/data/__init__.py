@@ -17,7 +17,10 @@ Conventions
 * ``mean`` and ``std`` are per channel, on the 0..1 scale. CIFAR-10 and CIFAR-100 carry their
   training-set statistics; every other dataset carries none and `DeviceLoader` then uses
   0.5 / 0.5 (so values lie in -1..1) unless told otherwise.
-* Every split, subset and shuffle is a pure function of its ``seed`` (and epoch).
+* Every subset and validation draw of `make_splits` is a pure function of the data and
+  its ``split_seed`` (default 0; not the training seed, not the global RNG), so the
+  candidates of a study share one split while their training seeds vary. Every
+  `DeviceLoader` shuffle and augmentation is a pure function of its ``seed`` and epoch.
 
 Dataset names (`load_dataset`, `make_splits`)
 ---------------------------------------------

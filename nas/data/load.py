@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from .cifar import CIFAR_ALIASES, load_cifar
@@ -81,10 +82,11 @@ def make_splits(
     *,
     val_fraction: float = 0.1,
     subset: int | None = None,
-    seed: int = 0,
+    split_seed: int = 0,
     with_test: bool = False,
     root: str | Path | None = None,
     download: bool = True,
+    seed: int | None = None,
 ) -> Splits:
     """Train / validation (/ test) parts of a dataset, stratified by class and seeded.
 
@@ -98,9 +100,25 @@ def make_splits(
         val_fraction: share of the (subset of the) training split held out, ``0 <= f < 1``;
             0 gives an empty validation split (final training on all training images).
         subset: number of training images to use (train + val), or ``None`` for all.
-        seed: seed of the subset and validation draws.
+        split_seed: seed of the subset and validation draws, and the only thing besides
+            the data and the arguments above that the split depends on (not the global
+            RNG, not a training seed): keep it fixed across a study so that every candidate
+            is trained and validated on the same images while training seeds vary.
+            Recorded in ``Splits.info``.
         root, download: as in `load_dataset`.
+        seed: deprecated name of ``split_seed`` (a `DeprecationWarning`), removed in the
+            next release; a non-zero ``split_seed`` that differs from it is a `TypeError`.
     """
+    if seed is not None:
+        if split_seed != 0 and split_seed != seed:
+            raise TypeError("make_splits() got both split_seed and its deprecated alias seed; pass split_seed only")
+        warnings.warn(
+            "make_splits(seed=...) is deprecated; pass split_seed=... (the split, not the training seed)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        split_seed = seed
+    split_seed = int(split_seed)
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     full = load_dataset(name_or_path, root=root, download=download, split="train")
@@ -108,8 +126,8 @@ def make_splits(
     if subset is not None:
         if subset < 1 or subset > len(full):
             raise DataError(f"subset must be between 1 and {len(full)} (the training images of {base}), got {subset}")
-        full = full.subset(stratified_subset(full.labels, subset, seed))
-    keep, held = stratified_split(full.labels, val_fraction, seed)
+        full = full.subset(stratified_subset(full.labels, subset, split_seed))
+    keep, held = stratified_split(full.labels, val_fraction, split_seed)
     if val_fraction > 0 and held.numel() == 0:
         raise DataError(
             f"val_fraction={val_fraction} of {len(full)} images leaves an empty validation split; "
@@ -124,7 +142,7 @@ def make_splits(
         test = load_dataset(name_or_path, root=root, download=download, split="test")
         if test.classes != train.classes:
             raise DataError(f"the test split of {base} has other classes than its training split")
-    info = SplitsInfo(dataset=name_or_path, split_seed=seed, val_fraction=float(val_fraction), subset=subset)
+    info = SplitsInfo(dataset=name_or_path, split_seed=split_seed, val_fraction=float(val_fraction), subset=subset)
     return Splits(train=train, val=val, test=test, info=info)
 
 
