@@ -52,7 +52,10 @@ Decisions
 * `make_splits` takes the stratified ``subset`` of the training split first and then
   carves the validation split out of that subset, so ``subset`` bounds the number of
   images a run sees (train + val) and val stays a ``val_fraction`` of it. Train and val
-  never share an image; the test split is read only with ``with_test=True``.
+  never share an image; the test split is read only with ``with_test=True``. A subset
+  smaller than the number of classes is a `DataError`; a train, validation or subset part
+  that still lacks some classes (rare classes, a validation split with fewer images than
+  classes) is a warning naming them.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ import os
 import warnings
 from pathlib import Path
 
+import torch
+
 from .cifar import CIFAR_ALIASES, load_cifar
 from .containers import DataError, ImageData, Splits, SplitsInfo
 from .folder import SPLITS, load_image_folder
@@ -14,6 +16,8 @@ from .stratify import stratified_split, stratified_subset
 from .synthetic import parse_synthetic, synthetic
 
 __all__ = ["data_dir", "load_dataset", "make_splits"]
+
+_MAX_NAMED = 5  # class names shown in a warning about missing classes
 
 
 def data_dir(root: str | Path | None = None) -> Path:
@@ -96,6 +100,15 @@ def make_splits(
     ``subset`` images. The test split is read only when ``with_test`` is true (final
     evaluation); otherwise ``Splits.test`` is ``None`` and no test file is touched.
 
+    Requests that cannot be honoured as asked: a ``subset`` smaller than the number of
+    classes in the training split is refused (`DataError`: no draw could give every class an
+    image, so the run would learn another task). A part that lacks classes for other
+    reasons only warns (one `warnings.warn` per part), because the run is still usable, e.g.
+    as a smoke test: a subset of very rare classes, a training part that gives a class's
+    only images to validation, or a validation split with fewer images than classes (its
+    accuracy then leaves some classes out). A ``val_fraction > 0`` that rounds to no
+    validation image, or to no training image, is refused.
+
     Args:
         val_fraction: share of the (subset of the) training split held out, ``0 <= f < 1``;
             0 gives an empty validation split (final training on all training images).
@@ -126,7 +139,14 @@ def make_splits(
     if subset is not None:
         if subset < 1 or subset > len(full):
             raise DataError(f"subset must be between 1 and {len(full)} (the training images of {base}), got {subset}")
+        present = _present(full.labels, len(full.classes))
+        if subset < int(present.sum()):
+            raise DataError(
+                f"subset={subset} is smaller than the {int(present.sum())} classes of {base}, so some classes "
+                f"would have no image; use a subset of at least {int(present.sum())}"
+            )
         full = full.subset(stratified_subset(full.labels, subset, split_seed))
+        _warn_missing(f"the subset of {subset} images of {base}", present, full, "use a larger subset")
     keep, held = stratified_split(full.labels, val_fraction, split_seed)
     if val_fraction > 0 and held.numel() == 0:
         raise DataError(
@@ -137,6 +157,12 @@ def make_splits(
         raise DataError(f"val_fraction={val_fraction} of {len(full)} images leaves no training images")
     train = _renamed(full.subset(keep), f"{base}:train")
     val = _renamed(full.subset(held), f"{base}:val")
+    present = _present(full.labels, len(full.classes))
+    _warn_missing(f"the training split of {base} ({len(train)} images)", present, train,
+                  "the model never sees them; use a smaller val_fraction or a larger subset")
+    if len(val):
+        _warn_missing(f"the validation split of {base} ({len(val)} images)", present, val,
+                      "its accuracy leaves them out")
     test = None
     if with_test:
         test = load_dataset(name_or_path, root=root, download=download, split="test")
@@ -144,6 +170,23 @@ def make_splits(
             raise DataError(f"the test split of {base} has other classes than its training split")
     info = SplitsInfo(dataset=name_or_path, split_seed=split_seed, val_fraction=float(val_fraction), subset=subset)
     return Splits(train=train, val=val, test=test, info=info)
+
+
+def _present(labels, num_classes: int):
+    """Boolean mask of the classes with at least one image among ``labels``."""
+    return torch.bincount(labels, minlength=num_classes) > 0
+
+
+def _warn_missing(part: str, expected, data: ImageData, consequence: str) -> None:
+    """Warn, in one sentence, when classes in ``expected`` (a mask) have no image in ``data``."""
+    missing = (expected & ~_present(data.labels, len(data.classes))).nonzero().flatten().tolist()
+    if not missing:
+        return
+    names = ", ".join(data.classes[i] for i in missing[:_MAX_NAMED]) + (", ..." if len(missing) > _MAX_NAMED else "")
+    warnings.warn(
+        f"{part} has no image of {len(missing)} of its {int(expected.sum())} classes ({names}); {consequence}",
+        stacklevel=3,
+    )
 
 
 def _renamed(data: ImageData, name: str) -> ImageData:
