@@ -78,6 +78,18 @@ def _assert_same_weights(a: nn.Module, b: nn.Module) -> None:
         assert torch.equal(wa[key], wb[key]), key
 
 
+@torch.no_grad()
+def _hand_accuracy_and_loss(model: nn.Module, data: ImageData) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross entropy computed directly: synthetic images carry no
+    statistics, so the evaluation input is (x / 255 - 0.5) / 0.5 at the stored size."""
+    model.eval()
+    x = (data.images.float() / 255 - 0.5) / 0.5
+    logits = model(x)
+    acc = (logits.argmax(1) == data.labels).double().mean().item()
+    loss = torch.nn.functional.cross_entropy(logits.double(), data.labels).item()
+    return acc, loss
+
+
 def _history(result) -> list[tuple]:
     return [(h.epoch, h.train_loss, h.val_acc, h.val_loss, h.lr, h.images_seen) for h in result.history]
 
@@ -123,21 +135,54 @@ def test_schedules():
     assert exp(49, 0.0) == pytest.approx(0.97**2)
 
 
-def test_rmsprop_tf_matches_its_formula():
-    torch.manual_seed(0)
-    p = nn.Parameter(torch.randn(5))
-    grads = [torch.randn(5) for _ in range(3)]
-    opt = RMSpropTF([p], lr=0.1, alpha=0.9, eps=1e-3, momentum=0.9, weight_decay=0.01)
-    ref = p.detach().clone()
-    ms, mom = torch.ones(5), torch.zeros(5)
-    for g in grads:
-        p.grad = g.clone()
+def _tf_rmsprop_reference(p: float, grads: list[float], lrs: list[float], *, rho: float,
+                          momentum: float, eps: float, weight_decay: float) -> float:
+    """TensorFlow's RMSProp (as timm's ``RMSpropTF`` implements it) on one scalar weight,
+    written in TensorFlow's order of operations: the mean square starts at 1 and moves
+    towards g**2 by (1 - rho), epsilon sits under the square root, the learning rate is
+    folded into the momentum accumulator (so a learning rate that changes between steps
+    scales only the new contribution), and the L2 penalty is added to the gradient."""
+    mean_square, accumulator = 1.0, 0.0
+    for raw, lr in zip(grads, lrs):
+        g = raw + weight_decay * p
+        mean_square += (1.0 - rho) * (g * g - mean_square)
+        accumulator = momentum * accumulator + lr * g / math.sqrt(mean_square + eps)
+        p -= accumulator
+    return p
+
+
+def test_rmsprop_tf_first_steps_by_hand():
+    # p = 1, raw gradient 2.5, weight decay 0.5: g = 2.5 + 0.5 * 1 = 3.
+    # ms = 1 + 0.1 * (9 - 1) = 1.8; sqrt(ms + eps) = sqrt(2.25) = 1.5;
+    # mom = 0.1 * 3 / 1.5 = 0.2; p = 1 - 0.2 = 0.8.
+    p = nn.Parameter(torch.tensor([1.0]))
+    opt = RMSpropTF([p], lr=0.1, alpha=0.9, eps=0.45, momentum=0.9, weight_decay=0.5)
+    p.grad = torch.tensor([2.5])
+    opt.step()
+    assert p.item() == pytest.approx(0.8, rel=1e-6)
+    # Raw gradient -0.4 at p = 0.8: g = -0.4 + 0.5 * 0.8 = 0, so only momentum moves p:
+    # mom = 0.9 * 0.2 = 0.18; p = 0.8 - 0.18 = 0.62 (and ms decays to 0.9 * 1.8 = 1.62).
+    p.grad = torch.tensor([-0.4])
+    opt.step()
+    assert p.item() == pytest.approx(0.62, rel=1e-6)
+    assert opt.state[p]["square_avg"].item() == pytest.approx(1.62, rel=1e-6)
+
+
+@pytest.mark.parametrize("momentum, weight_decay", [(0.9, 0.01), (0.0, 0.0)])
+def test_rmsprop_tf_matches_tensorflow_rmsprop(momentum, weight_decay):
+    start = [0.5, -1.25, 2.0, 0.0]
+    grads = [[0.3, -2.0, 0.01, 5.0], [-0.7, 1.5, 0.0, -4.0], [0.2, 0.2, -3.0, 0.5],
+             [1.0, -0.05, 0.6, 0.0]]
+    lrs = [0.016, 0.008, 0.012, 0.002]  # as a schedule changes it step by step
+    settings = dict(rho=0.9, momentum=momentum, eps=1e-3, weight_decay=weight_decay)
+    p = nn.Parameter(torch.tensor(start, dtype=torch.float64))
+    opt = RMSpropTF([p], lr=0.016, alpha=0.9, eps=1e-3, momentum=momentum, weight_decay=weight_decay)
+    for step, lr in zip(grads, lrs):
+        opt.param_groups[0]["lr"] = lr
+        p.grad = torch.tensor(step, dtype=torch.float64)
         opt.step()
-        g = g + 0.01 * ref
-        ms = 0.9 * ms + 0.1 * g * g
-        mom = 0.9 * mom + 0.1 * g / torch.sqrt(ms + 1e-3)
-        ref = ref - mom
-    assert torch.allclose(p.detach(), ref, atol=1e-6)
+    expected = [_tf_rmsprop_reference(p0, [g[i] for g in grads], lrs, **settings) for i, p0 in enumerate(start)]
+    assert p.detach().tolist() == pytest.approx(expected, rel=1e-12, abs=1e-15)
 
 
 def test_ema_warm_up_decay_and_buffers():
@@ -380,21 +425,39 @@ def test_out_of_memory_is_mapped_after_releasing_memory(arch, small, monkeypatch
 
 
 def test_progress_bar_on_stderr_and_test_split(arch, small, capsys):
-    result = train(arch, small, Budget(epochs=1), FAST, progress=True, evaluate_test=True)
+    result = train(arch, small, Budget(epochs=1), FAST, progress=True, evaluate_test=True, keep_model=True)
     err = capsys.readouterr().err
     assert "epoch 1" in err and "img_s" in err
-    assert result.test_acc is not None and 0 <= result.test_acc <= 1
+    acc, loss = _hand_accuracy_and_loss(result.model, small.test)
+    assert result.test_acc == pytest.approx(acc, abs=1e-12)
+    assert result.test_loss == pytest.approx(loss, rel=1e-5)
     with pytest.raises(ValueError, match="test"):
         train(arch, Splits(small.train, small.val), Budget(epochs=1), FAST, evaluate_test=True)
 
 
+class _AutocastSpy(nn.Module):
+    """Records the autocast state each training forward pass runs under."""
+
+    def __init__(self, arch: Arch):
+        super().__init__()
+        self.net = build_model(arch, num_classes=4)
+        self.arch = arch
+        self.seen: set[tuple[bool, torch.dtype]] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.seen.add((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return self.net(x)
+
+
 def test_module_input_bf16_and_argument_errors(arch, small):
-    model = build_model(arch, num_classes=4)
+    model = _AutocastSpy(arch)
     before = _weights(model)
     config = TrainConfig(batch_size=32, amp="bf16", ema_decay=None, grad_clip=1.0, optimizer="sgd",
                          num_threads=2)
     result = train(model, small, Budget(images=64), config)
     assert result.amp == "bf16" and result.steps == 2 and math.isfinite(result.val_loss)
+    assert model.seen == {(True, torch.bfloat16)}  # really ran under bf16 autocast
     assert torch.get_num_threads() == 1  # restored
     assert any(not torch.equal(before[k], v) for k, v in _weights(model).items())  # trained in place
     with pytest.raises(ValueError, match="fp16"):
