@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import re
 
 import pytest
 import torch
@@ -433,6 +434,17 @@ def test_progress_bar_on_stderr_and_test_split(arch, small, capsys):
     assert result.test_loss == pytest.approx(loss, rel=1e-5)
     with pytest.raises(ValueError, match="test"):
         train(arch, Splits(small.train, small.val), Budget(epochs=1), FAST, evaluate_test=True)
+
+
+def test_progress_bar_prints_each_epochs_final_line_once(arch, small, capsys):
+    """tqdm writes '\\r'-separated states; each epoch's final state (the one with val_acc)
+    must be written once, not once by the last refresh and again by close()."""
+    train(arch, small, Budget(epochs=2), FAST, progress=True)
+    segments = re.split(r"[\r\n]", capsys.readouterr().err)
+    for epoch in (1, 2):
+        finals = [seg for seg in segments if seg.startswith(f"epoch {epoch}:") and "val_acc=" in seg]
+        assert len(finals) == 1, finals
+        assert "100%" in finals[0] and "4/4" in finals[0]
 
 
 class _AutocastSpy(nn.Module):

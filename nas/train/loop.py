@@ -528,8 +528,9 @@ class _Run:
             images_per_s=epoch_images * self.world / seconds if seconds > 0 else float("nan"),
             seconds=seconds, lr=self.last_lr, images_seen=self.images_seen, eval_seconds=eval_seconds)
         if bar is not None:
+            # No refresh: close() writes the final state, and a refresh here would write it twice.
             bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=f"{val_acc:.4f}",
-                            img_s=f"{stats.images_per_s:.0f}")
+                            img_s=f"{stats.images_per_s:.0f}", refresh=False)
         return stats
 
     def _eval_module(self) -> nn.Module:
