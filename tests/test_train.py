@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import math
 import re
+import warnings
 
 import pytest
 import torch
@@ -23,6 +24,7 @@ from nas.train import (
     evaluate,
     train,
 )
+from nas.train.device import resolve_amp
 from nas.train.loop import _Run
 from nas.train.optim import EMA, Schedule
 from space import Arch, build_model, cost
@@ -480,6 +482,56 @@ def test_module_input_bf16_and_argument_errors(arch, small):
         train(build_model(arch, num_classes=3), small, Budget(epochs=1), FAST)
     with pytest.raises(TypeError):
         train("not an arch", small, Budget(epochs=1), FAST)
+
+
+_CUDA = torch.device("cuda", 0)  # only a description here: nothing runs on it
+
+
+def test_bf16_on_a_gpu_without_native_bf16_falls_back_to_fp16(monkeypatch):
+    monkeypatch.setattr(nas_train.device, "native_bf16", lambda dev: False)  # e.g. a V100 or T4
+    with pytest.warns(UserWarning) as record:
+        assert resolve_amp("bf16", _CUDA) == "fp16"
+    assert len(record) == 1
+    text = str(record[0].message)
+    assert "bf16" in text and "fp16" in text and "\n" not in text and text.count(". ") == 0
+    assert resolve_amp("auto", _CUDA) == "fp16"
+    assert resolve_amp("fp16", _CUDA) == "fp16"
+    assert resolve_amp("off", _CUDA) == "off"
+
+    monkeypatch.setattr(nas_train.device, "native_bf16", lambda dev: True)  # Ampere or newer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_amp("bf16", _CUDA) == "bf16"
+        assert resolve_amp("auto", _CUDA) == "bf16"
+
+    cpu = torch.device("cpu")
+    assert [resolve_amp(m, cpu) for m in ("bf16", "auto", "off")] == ["bf16", "off", "off"]
+    with pytest.raises(UserError, match="fp16"):
+        resolve_amp("fp16", cpu)
+
+
+def test_the_run_uses_and_reports_the_resolved_precision(arch, small, monkeypatch):
+    """Whatever `resolve_amp` decides is what autocast runs, what gets a gradient scaler and
+    what `Result.amp` says (here: the fp16 fallback, forced on the CPU)."""
+    asked: list[str] = []
+    scalers: list[object] = []
+    real_scaler = nas_train.loop.grad_scaler
+
+    def resolve(amp: str, dev: torch.device) -> str:
+        asked.append(amp)
+        return "fp16"
+
+    def spy_scaler(dev: torch.device):
+        scalers.append(real_scaler(dev))
+        return scalers[-1]
+
+    monkeypatch.setattr(nas_train.loop, "resolve_amp", resolve)
+    monkeypatch.setattr(nas_train.loop, "grad_scaler", spy_scaler)
+    model = _AutocastSpy(arch)
+    result = train(model, small, Budget(images=64), TrainConfig(batch_size=32, amp="bf16", ema_decay=None))
+    assert asked == ["bf16"] and result.amp == "fp16"
+    assert model.seen == {(True, torch.float16)}
+    assert len(scalers) == 1 and scalers[0].get_scale() > 0
 
 
 def test_non_square_images_train_at_their_height_the_documented_side(arch):

@@ -4,6 +4,7 @@ memory format, and recognising out-of-memory errors."""
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any
 
 import torch
@@ -56,12 +57,24 @@ def native_bf16(dev: torch.device) -> bool:
 
 
 def resolve_amp(amp: str, dev: torch.device) -> str:
+    """The autocast mode a run on ``dev`` really uses for ``TrainConfig.amp``: ``"bf16"``,
+    ``"fp16"`` or ``"off"``.
+
+    ``"auto"`` is bf16 on CUDA GPUs with native bf16, fp16 on older CUDA GPUs, off
+    elsewhere. ``"bf16"`` on a CUDA GPU without native bf16 becomes ``"fp16"`` (with a
+    gradient scaler) and warns: there, torch's autocast would turn itself off and train
+    in fp32 while the run claimed bf16. ``"fp16"`` off CUDA is a `UserError`.
+    """
     if amp == "auto":
         if dev.type == "cuda":
             return "bf16" if native_bf16(dev) else "fp16"
         return "off"
     if amp == "fp16" and dev.type != "cuda":
         raise UserError(f"amp='fp16' needs a CUDA device (got {dev}); use 'bf16' or 'off'")
+    if amp == "bf16" and dev.type == "cuda" and not native_bf16(dev):
+        warnings.warn(f"{dev} has no native bf16, so amp='bf16' trains with fp16 autocast and a "
+                      "gradient scaler instead", UserWarning, stacklevel=3)
+        return "fp16"
     return amp
 
 
