@@ -534,6 +534,19 @@ def test_the_run_uses_and_reports_the_resolved_precision(arch, small, monkeypatc
     assert len(scalers) == 1 and scalers[0].get_scale() > 0
 
 
+def test_budget_smaller_than_one_step_warns_and_trains_one_step(arch, small, recwarn):
+    with pytest.warns(UserWarning, match=r"images=10 is less than one batch of 32 images"):
+        by_images = train(arch, small, Budget(images=10), FAST)
+    assert by_images.steps == 1 and by_images.images_seen == 32
+    # 4 steps per epoch: one step is 0.25 epochs.
+    with pytest.warns(UserWarning, match=r"epochs=0.1 is less than one step \(0.25 epochs\)"):
+        by_epochs = train(arch, small, Budget(epochs=0.1), FAST)
+    assert by_epochs.steps == 1 and by_epochs.epochs == 0.25
+    recwarn.clear()
+    train(arch, small, Budget(images=32, epochs=0.25), FAST)  # exactly one step: nothing to say
+    assert not [w for w in recwarn if "less than one" in str(w.message)]
+
+
 def test_non_square_images_train_at_their_height_the_documented_side(arch):
     """`ImageData.side` is the stored height; a model without an `arch` trains at it,
     as `Splits.image_size` says (the trainer used to read the width)."""

@@ -41,6 +41,8 @@ class Budget:
             rounded up to whole batches.
 
     At least one must be given; each must be positive (else `UserError`, a ValueError).
+    Every run takes at least one step: ``images`` below one batch, or ``epochs`` below
+    one step, trains one step and `train` warns (a `UserWarning`) that it did.
     """
 
     epochs: float | None = None

@@ -261,6 +261,8 @@ class _Run:
                                   round(config.warmup_epochs * self.steps_per_epoch), self.steps_per_epoch)
         self.max_steps = (math.ceil(budget.epochs * self.steps_per_epoch - 1e-9)
                           if budget.epochs is not None else None)
+        if self.is_main:
+            self._warn_if_below_one_step()
         # Read the losses (non-finite check, clock, progress bar) every step on the CPU,
         # every few steps on accelerators, where reading a value waits for the device.
         self.check_every = _CPU_CHECK_EVERY if dev.type == "cpu" else _DEVICE_CHECK_EVERY
@@ -355,6 +357,19 @@ class _Run:
         self.resumed_epoch = self.epoch
 
     # --- budget ----------------------------------------------------------------------------
+
+    def _warn_if_below_one_step(self) -> None:
+        # A step is the smallest unit of training, so a smaller budget is rounded up to one
+        # step; only this case warns, as it can multiply what was asked for many times over
+        # (larger budgets are rounded up by less than one batch, as documented in Budget).
+        b, batch = self.budget, self.config.batch_size
+        if b.images is not None and b.images < batch:
+            warnings.warn(f"Budget.images={b.images} is less than one batch of {batch} images; "
+                          f"training one step ({batch} images)", UserWarning, stacklevel=4)
+        if b.epochs is not None and b.epochs * self.steps_per_epoch < 1 - 1e-9:
+            warnings.warn(f"Budget.epochs={b.epochs:g} is less than one step "
+                          f"({1 / self.steps_per_epoch:g} epochs); training one step",
+                          UserWarning, stacklevel=4)
 
     def _progress(self, elapsed: float) -> float:
         fractions = [0.0]
