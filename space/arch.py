@@ -19,15 +19,20 @@ String form
 -----------
 One ``-``-separated token per part, each token ``_``-separated fields::
 
-    net_r224_silu_dp0.2-stem_c32_s2-mb_k3_s1_e1_c16_l1_se0.25-...-head_c1280_do0.2
+    net_r224_silu_dp0.2_eps0.00001_mom0.1-stem_c32_s2-mb_k3_s1_e1_c16_l1_se0.25-...-head_c1280_do0.2
 
-``net``: resolution ``r``, activation name, drop-path rate ``dp``; ``stem``: channels
+``net``: resolution ``r``, activation name, drop-path rate ``dp``, batch-norm epsilon
+``eps`` and momentum ``mom`` (PyTorch's convention); ``stem``: channels
 ``c`` and stride ``s``; one stage token per stage whose first field names the block
 (``mb`` for MBConv, ``fmb`` for Fused-MBConv) followed by kernel ``k``, stride ``s``,
 expansion ``e``, channels ``c``, layers ``l`` and SE ratio ``se``; ``head``: channels
 ``c`` and dropout ``do``. Omitted optional fields take defaults (stride 1, expand 1,
-se 0, dp 0, do 0, silu, stem stride 2), so hand-written strings can stay short;
-``to_string`` always writes every field.
+se 0, dp 0, do 0, silu, stem stride 2, eps 0.00001, mom 0.1), so hand-written strings
+can stay short; ``to_string`` always writes every field.
+
+Numbers are written in positional notation (``0.00005``, never ``5e-05``: the ``-`` would
+split the token) with the shortest digits that read back to the same float, so
+``Arch.from_string(a.to_string()) == a`` for every valid ``a``.
 """
 
 from __future__ import annotations
@@ -95,6 +100,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value: Any) -> bool:
+    """A number (not a bool) that is a finite float; ints too large for a float are not."""
+    if not _is_number(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _fmt(value: float) -> str:
     """Exact positional text for a finite number: ``6`` for 6.0, ``0.25``, ``0.00005``.
 
@@ -141,7 +156,7 @@ class Stage:
             raise ArchError(f"{where}: kernel must be a positive odd integer, got {self.kernel!r}")
         if not _is_int(self.stride) or self.stride not in (1, 2):
             raise ArchError(f"{where}: stride must be 1 or 2, got {self.stride!r}")
-        if not _is_number(self.expand) or not math.isfinite(self.expand) or self.expand < 1:
+        if not _is_finite(self.expand) or self.expand < 1:
             raise ArchError(f"{where}: expand must be a number >= 1, got {self.expand!r}")
         if not _is_int(self.channels) or self.channels <= 0:
             raise ArchError(f"{where}: channels must be a positive integer, got {self.channels!r}")
@@ -149,9 +164,10 @@ class Stage:
             raise ArchError(f"{where}: layers must be an integer >= 1, got {self.layers!r}")
         if not _is_number(self.se) or not 0 <= self.se < 1:
             raise ArchError(f"{where}: se must be in [0, 1), got {self.se!r}")
-        # Normalise so that e6 and e6.0 are the same description (equal, same hash, same JSON).
+        # Normalise so that e6 and e6.0 are the same description (equal, same hash, same
+        # JSON); adding 0.0 turns -0.0 into 0.0, which JSON would otherwise keep.
         object.__setattr__(self, "expand", float(self.expand))
-        object.__setattr__(self, "se", float(self.se))
+        object.__setattr__(self, "se", float(self.se) + 0.0)
 
     # --- scaling rules (read by scaling.scale; kept beside the description they change) ---
 
@@ -229,6 +245,15 @@ class Arch:
         drop_path: maximum stochastic-depth rate, in [0, 1); block ``i`` of ``n`` uses
             ``drop_path * i / n``.
         activation: activation name, one of ``ACTIVATIONS``.
+        bn_eps: batch-norm epsilon added to the variance, > 0. PyTorch's default 1e-5 is
+            what the V1 (B0..B7) reference models use; EfficientNetV2 uses 1e-3.
+        bn_momentum: batch-norm running-statistics momentum in (0, 1], PyTorch's
+            convention (weight of the new batch; TensorFlow's decay 0.99 is 0.01 here).
+            0.1 (PyTorch's default) in every preset, as in the torchvision references.
+
+    The batch-norm settings belong to the description because model families differ in
+    them and a built network's outputs depend on them; they change neither MACs nor
+    parameters.
     """
 
     stem_channels: int
@@ -239,6 +264,8 @@ class Arch:
     dropout: float = 0.0
     drop_path: float = 0.0
     activation: str = "silu"
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
 
     def __post_init__(self) -> None:
         stages = tuple(self.stages)
@@ -266,6 +293,10 @@ class Arch:
             raise ArchError(
                 f"arch: unknown activation {self.activation!r}; expected one of {list(ACTIVATIONS)}"
             )
+        if not _is_finite(self.bn_eps) or not self.bn_eps > 0:
+            raise ArchError(f"arch: bn_eps must be a positive number, got {self.bn_eps!r}")
+        if not _is_number(self.bn_momentum) or not 0 < self.bn_momentum <= 1:
+            raise ArchError(f"arch: bn_momentum must be in (0, 1], got {self.bn_momentum!r}")
         if not _is_int(self.resolution) or self.resolution <= 0:
             raise ArchError(f"arch: resolution must be a positive integer, got {self.resolution!r}")
         if self.resolution < self.total_stride:
@@ -273,8 +304,10 @@ class Arch:
                 f"arch: resolution {self.resolution} is too small for the total stride "
                 f"{self.total_stride}; use at least {self.total_stride}"
             )
-        object.__setattr__(self, "dropout", float(self.dropout))
-        object.__setattr__(self, "drop_path", float(self.drop_path))
+        object.__setattr__(self, "dropout", float(self.dropout) + 0.0)
+        object.__setattr__(self, "drop_path", float(self.drop_path) + 0.0)
+        object.__setattr__(self, "bn_eps", float(self.bn_eps))
+        object.__setattr__(self, "bn_momentum", float(self.bn_momentum))
 
     # --- derived facts -----------------------------------------------------------------
 
@@ -327,7 +360,8 @@ class Arch:
 
     def to_string(self) -> str:
         parts = [
-            f"net_r{self.resolution}_{self.activation}_dp{_fmt(self.drop_path)}",
+            f"net_r{self.resolution}_{self.activation}_dp{_fmt(self.drop_path)}"
+            f"_eps{_fmt(self.bn_eps)}_mom{_fmt(self.bn_momentum)}",
             f"stem_c{self.stem_channels}_s{self.stem_stride}",
             *(stage.to_token() for stage in self.stages),
             f"head_c{self.head_channels}_do{_fmt(self.dropout)}",
@@ -351,7 +385,9 @@ class Arch:
             fields = token.split("_")
             kind = fields[0]
             if kind == "net":
-                net = _parse_fields(token, fields[1:], {"r": int, "dp": float}, words=ACTIVATIONS)
+                net = _parse_fields(token, fields[1:],
+                                    {"r": int, "dp": float, "eps": float, "mom": float},
+                                    words=ACTIVATIONS)
             elif kind == "stem":
                 stem = _parse_fields(token, fields[1:], {"c": int, "s": int})
             elif kind == "head":
@@ -400,6 +436,8 @@ class Arch:
             dropout=head.get("do", 0.0),
             drop_path=net.get("dp", 0.0),
             activation=net.get("word", "silu"),
+            bn_eps=net.get("eps", 1e-5),
+            bn_momentum=net.get("mom", 0.1),
         )
 
     # --- JSON --------------------------------------------------------------------------
@@ -414,6 +452,8 @@ class Arch:
             "dropout": self.dropout,
             "drop_path": self.drop_path,
             "activation": self.activation,
+            "bn_eps": self.bn_eps,
+            "bn_momentum": self.bn_momentum,
         }
 
     def to_json(self, indent: int | None = None) -> str:

@@ -21,12 +21,11 @@ class EfficientNet(nn.Module):
     Works at any input resolution and in either memory format.
     """
 
-    def __init__(self, arch: Arch, num_classes: int = 1000, in_channels: int = 3,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1):
+    def __init__(self, arch: Arch, num_classes: int = 1000, in_channels: int = 3):
         super().__init__()
         self.arch = arch
         self.num_classes = num_classes
-        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        bn = {"bn_eps": arch.bn_eps, "bn_momentum": arch.bn_momentum}
         self.stem = ConvBNAct(stem_plan(arch, in_channels), arch.activation, **bn)
         stages: list[list[nn.Module]] = [[] for _ in arch.stages]
         for spec in arch.blocks():
@@ -66,8 +65,7 @@ class EfficientNet(nn.Module):
         return self.classifier(self.dropout(x))
 
 
-def build_model(arch: Arch, num_classes: int = 1000, in_channels: int = 3,
-                bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> EfficientNet:
+def build_model(arch: Arch, num_classes: int = 1000, in_channels: int = 3) -> EfficientNet:
     """Build the network an `Arch` describes.
 
     Args:
@@ -75,9 +73,10 @@ def build_model(arch: Arch, num_classes: int = 1000, in_channels: int = 3,
             regularisers, ``arch.resolution`` is not needed (any input size works).
         num_classes: classifier outputs.
         in_channels: image channels.
-        bn_eps, bn_momentum: batch-norm settings (PyTorch's defaults; the TensorFlow
-            reference trained with eps 1e-3 and momentum 0.01).
+
+    Batch-norm epsilon and momentum come from ``arch.bn_eps`` / ``arch.bn_momentum``
+    (the one place they are set; ``arch.replace(bn_eps=1e-3)`` changes them).
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return EfficientNet(arch, num_classes, in_channels, bn_eps, bn_momentum)
+    return EfficientNet(arch, num_classes, in_channels)

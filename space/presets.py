@@ -100,7 +100,7 @@ def efficientnet_v2_s() -> Arch:
             _fmb(3, 1, 1, 24, 2), _fmb(3, 2, 4, 48, 4), _fmb(3, 2, 4, 64, 4),
             _mb(3, 2, 4, 128, 6), _mb(3, 1, 6, 160, 9), _mb(3, 2, 6, 256, 15),
         ),
-        head_channels=1280, resolution=384, dropout=0.2, drop_path=0.2,
+        head_channels=1280, resolution=384, dropout=0.2, drop_path=0.2, bn_eps=1e-3,
     )
 
 
@@ -113,7 +113,7 @@ def efficientnet_v2_m() -> Arch:
             _mb(3, 2, 4, 160, 7), _mb(3, 1, 6, 176, 14), _mb(3, 2, 6, 304, 18),
             _mb(3, 1, 6, 512, 5),
         ),
-        head_channels=1280, resolution=480, dropout=0.3, drop_path=0.2,
+        head_channels=1280, resolution=480, dropout=0.3, drop_path=0.2, bn_eps=1e-3,
     )
 
 
@@ -126,7 +126,7 @@ def efficientnet_v2_l() -> Arch:
             _mb(3, 2, 4, 192, 10), _mb(3, 1, 6, 224, 19), _mb(3, 2, 6, 384, 25),
             _mb(3, 1, 6, 640, 7),
         ),
-        head_channels=1280, resolution=480, dropout=0.4, drop_path=0.2,
+        head_channels=1280, resolution=480, dropout=0.4, drop_path=0.2, bn_eps=1e-3,
     )
 
 

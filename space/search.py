@@ -42,7 +42,8 @@ a search dimension); a list is a set of choices, a scalar a fixed value:
 ==========  =====================================================================
 
 A stage override replaces the default of the same field for that stage only. Stride,
-stem, head, resolution, dropout, drop path and activation always come from the base.
+stem, head, resolution, dropout, drop path, activation and batch-norm settings always
+come from the base.
 Every choice is checked at load time through `Stage` validation, so a bad value (kernel
 4, se 1.5, ...) is reported by `SpaceError` when the space is loaded, naming the file,
 the field and the value. Choices within one list must be distinct.
@@ -495,7 +496,7 @@ class SearchSpace:
         if arch.replace(stages=base.stages) != base:
             raise SpaceError(
                 f"search space {self._name!r}: arch differs from the base outside the stages "
-                f"(stem, head, resolution, dropout, drop_path or activation)"
+                f"(stem, head, resolution, dropout, drop_path, activation or batch norm)"
             )
         params: dict[str, Any] = {}
         for i, (base_stage, stage, stage_choices) in enumerate(

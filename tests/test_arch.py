@@ -20,7 +20,7 @@ def test_string_and_json_round_trip_every_preset(name):
 def test_string_form_is_one_token_per_stage():
     arch = get_preset("efficientnet_b0").arch()
     tokens = arch.to_string().split("-")
-    assert tokens[0] == "net_r224_silu_dp0.2"
+    assert tokens[0] == "net_r224_silu_dp0.2_eps0.00001_mom0.1"
     assert tokens[1] == "stem_c32_s2"
     assert tokens[2] == "mb_k3_s1_e1_c16_l1_se0.25"
     assert tokens[3] == "mb_k3_s2_e6_c24_l2_se0.25"
@@ -232,3 +232,44 @@ def test_tiny_se_and_odd_expand_round_trip():
     assert stage.to_token() == "mb_k3_s1_e1.0000001_c16_l1_se0.0000001"
     arch = Arch(stem_channels=8, stem_stride=1, stages=(stage,), head_channels=8, resolution=8)
     assert Arch.from_string(arch.to_string()).stages[0] == stage
+
+
+def test_batch_norm_settings_in_string_and_json():
+    arch = Arch.from_string("net_r32_eps0.001_mom0.01-stem_c16_s1-mb_k3_s2_e4_c24_l1-head_c64")
+    assert (arch.bn_eps, arch.bn_momentum) == (0.001, 0.01)
+    assert arch.to_string().split("-")[0] == "net_r32_silu_dp0_eps0.001_mom0.01"
+    assert Arch.from_dict(arch.to_dict()) == arch
+    assert arch.to_dict()["bn_eps"] == 0.001 and arch.to_dict()["bn_momentum"] == 0.01
+    # Omitted: PyTorch's BatchNorm2d defaults, so strings and arch.json files written before
+    # the fields existed read back as what they built.
+    short = Arch.from_string("net_r32-stem_c16_s1-mb_k3_s2_e4_c24_l1-head_c64")
+    assert (short.bn_eps, short.bn_momentum) == (1e-5, 0.1)
+    old_json = {k: v for k, v in short.to_dict().items() if not k.startswith("bn_")}
+    assert Arch.from_dict(old_json) == short
+
+
+@pytest.mark.parametrize("change, needle", [
+    (dict(bn_eps=0.0), "bn_eps"), (dict(bn_eps=-1e-5), "bn_eps"),
+    (dict(bn_eps=float("nan")), "bn_eps"), (dict(bn_eps=float("inf")), "bn_eps"),
+    (dict(bn_eps=True), "bn_eps"), (dict(bn_momentum=0.0), "bn_momentum"),
+    (dict(bn_momentum=1.5), "bn_momentum"), (dict(bn_momentum=None), "bn_momentum"),
+])
+def test_batch_norm_settings_are_validated(change, needle):
+    base = Arch.from_string("net_r32-stem_c16_s1-mb_k3_s2_e4_c24_l1-head_c64")
+    with pytest.raises(ArchError, match=needle):
+        base.replace(**change)
+
+
+def test_expand_too_large_for_a_float_is_an_arch_error():
+    with pytest.raises(ArchError, match="expand must be a number >= 1"):
+        Stage("mbconv", 3, 1, 10**400, 16, 1)
+
+
+def test_negative_zero_rates_are_stored_as_zero():
+    import math
+
+    stage = Stage("mbconv", 3, 1, 1, 16, 1, -0.0)
+    arch = Arch(stem_channels=8, stem_stride=1, stages=(stage,), head_channels=8, resolution=8,
+                dropout=-0.0, drop_path=-0.0)
+    assert math.copysign(1.0, stage.se) == 1.0
+    assert '"-0.0"' not in arch.to_json() and "-0.0" not in arch.to_json()

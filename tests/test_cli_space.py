@@ -82,3 +82,10 @@ def test_scaling_scale(capsys):
     assert scaling_main(["scale", "efficientnet_b0", "--width", "-1"]) == 2
     assert scaling_main(["scale", "efficientnet_b0", "--resolution", "16"]) == 2
     assert "too small" in capsys.readouterr().err
+
+
+def test_info_json_shows_batch_norm_settings(capsys):
+    assert space_main(["info", "efficientnet_v2_s", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["spec"]["bn_eps"] == 0.001 and info["spec"]["bn_momentum"] == 0.1
+    assert "_eps0.001_" in info["arch"]

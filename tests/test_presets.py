@@ -54,3 +54,24 @@ def test_preset_metadata_travels_with_the_preset():
     preset = get_preset("efficientnet_b3")
     assert preset.meta["width"] == 1.2 and preset.meta["depth"] == 1.4
     assert preset.meta["resolution"] == preset.arch().resolution == 300
+
+
+# Batch-norm settings of the reference implementations: torchvision's efficientnet_v2_s/m/l
+# build with ``partial(nn.BatchNorm2d, eps=1e-03)`` (as the TF reference, BATCH_NORM_EPSILON
+# 0.001), its efficientnet_b0 with the PyTorch default eps 1e-5; both keep momentum 0.1.
+@pytest.mark.parametrize("name, eps", [
+    ("efficientnet_b0", 1e-5), ("efficientnet_v2_s", 1e-3),
+    ("efficientnet_v2_m", 1e-3), ("efficientnet_v2_l", 1e-3),
+])
+def test_batch_norm_settings_follow_the_reference(name, eps):
+    arch = get_preset(name).arch()
+    assert arch.bn_eps == eps and arch.bn_momentum == 0.1
+    with torch.device("meta"):
+        model = build_model(arch)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and {m.eps for m in norms} == {eps} and {m.momentum for m in norms} == {0.1}
+
+
+def test_v2_s_string_carries_its_epsilon():
+    net = get_preset("efficientnet_v2_s").arch().to_string().split("-")[0]
+    assert net == "net_r384_silu_dp0.2_eps0.001_mom0.1"
