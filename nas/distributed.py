@@ -30,23 +30,14 @@ class DistInfo:
     """Where this process stands in the default process group.
 
     Attributes:
-        rank: global rank, 0 .. world_size - 1.
+        rank: global rank, 0 .. world_size - 1 (rank 0 prints and writes checkpoints).
         world_size: number of processes.
         local_rank: rank on this machine (``LOCAL_RANK``), the index of the GPU it uses.
-        backend: the process group's backend (``"nccl"``, ``"gloo"``, ...).
-        created: True when `setup` initialised the group (rather than the caller).
     """
 
     rank: int
     world_size: int
     local_rank: int
-    backend: str
-    created: bool = False
-
-    @property
-    def is_main(self) -> bool:
-        """Rank 0, the process that prints and writes checkpoints."""
-        return self.rank == 0
 
 
 def env_world_size() -> int:
@@ -102,8 +93,7 @@ def setup(device_type: str) -> DistInfo | None:
     local_rank = _local_rank(rank)
     if device_type == "cuda" and not created:
         torch.cuda.set_device(local_rank)
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank,
-                    backend=str(dist.get_backend()), created=created)
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
 
 
 def cleanup() -> None:
@@ -114,11 +104,25 @@ def cleanup() -> None:
 
 @torch.no_grad()
 def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
-    """Copy ``module``'s buffers (batch-norm running statistics) from rank ``src`` to all.
+    """Copy ``module``'s buffers (batch-norm running statistics) from rank ``src`` to every
+    rank, in one collective.
 
-    Without synchronised batch norm each rank's running statistics follow its own shard;
-    broadcasting before evaluation makes every rank evaluate (and rank 0 save) the same
-    network.
+    Training keeps batch-norm statistics per rank (DistributedDataParallel is built with
+    ``broadcast_buffers=False`` and there is no SyncBatchNorm); broadcasting before
+    evaluation makes every rank evaluate (and rank 0 save) the same network. All buffers,
+    whatever their dtype, travel as the bytes of one flat ``uint8`` tensor, so the cost is
+    one collective rather than one per buffer. Every rank must call it with a module of
+    the same structure (as DistributedDataParallel guarantees).
     """
-    for buffer in module.buffers():
-        dist.broadcast(buffer, src)
+    # Widest elements first: every buffer then starts at a byte offset that is a multiple
+    # of its element size, which viewing the bytes back as its dtype requires.
+    buffers = sorted(module.buffers(), key=lambda b: -b.element_size())
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().contiguous().view(-1).view(torch.uint8) for b in buffers])
+    dist.broadcast(flat, src)
+    offset = 0
+    for b in buffers:
+        size = b.numel() * b.element_size()
+        b.copy_(flat[offset:offset + size].view(b.dtype).view(b.shape))
+        offset += size

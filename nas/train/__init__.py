@@ -47,7 +47,9 @@ DistributedDataParallel, gives each rank a disjoint, equal shard of every epoch'
 shuffled training images (``DeviceLoader(shard=(rank, world))``) and ``batch_size / G``
 images per step, evaluates a shard of the validation (and test) split per rank and sums
 the counts over ranks, so the accuracy is exact. Batch-norm statistics are per rank
-while training (no SyncBatchNorm) and rank 0's are broadcast before every evaluation.
+while training (no SyncBatchNorm, and DistributedDataParallel does not broadcast buffers
+at every forward pass); rank 0's are broadcast, in one collective, before every
+evaluation, so every rank evaluates and rank 0 saves the same network.
 Decisions that end the run (budget, divergence, callback) are agreed over all ranks.
 Only rank 0 shows progress and writes the checkpoint; every rank reads it on resume, so
 on several machines it must be on a shared file system. An out-of-memory error on one

@@ -226,9 +226,12 @@ class _Run:
         # --- the module that trains: DDP (which copies rank 0's weights to all), then compile ---
         model: nn.Module = net
         if self.info is not None:
+            # Batch-norm statistics stay per rank while training (DDP would otherwise broadcast
+            # rank 0's buffers before every forward pass, one collective per step);
+            # `_validate` broadcasts them once before each evaluation instead.
             model = nn.parallel.DistributedDataParallel(
                 net, device_ids=[dev.index] if dev.type == "cuda" else None,
-                gradient_as_bucket_view=True)
+                gradient_as_bucket_view=True, broadcast_buffers=False)
         self.ema = EMA(net, config.ema_decay) if config.ema_decay is not None else None
         if config.compile:
             model = torch.compile(model)
