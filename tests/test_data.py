@@ -303,8 +303,9 @@ def test_image_folder_cache_hit_is_equal_and_skips_decoding(folder, tmp_path, mo
     cache_root = tmp_path / "cache"
     with pytest.warns(UserWarning, match="broken.jpg"):
         first = load_dataset(str(root), root=cache_root)
-    cache_files = list((cache_root / "imagefolder").iterdir())
-    assert len(cache_files) == 1 and cache_files[0].suffix == ".npz"  # no temporary file left
+    cache_files = sorted(p.name for p in (cache_root / "imagefolder").iterdir())
+    assert len(cache_files) == 2 and cache_files[0].endswith(".npz")  # no temporary file left
+    assert cache_files[1] == cache_files[0] + ".lock"  # the decode lock stays beside its cache
 
     real_decode = folder_mod._decode_chunk
     decoded = []
@@ -334,7 +335,7 @@ def test_image_folder_unreadable_cache_is_rebuilt(folder, tmp_path):
     cache_root = tmp_path / "cache"
     with pytest.warns(UserWarning):
         load_dataset(str(root), root=cache_root)
-    (cache_file,) = (cache_root / "imagefolder").iterdir()
+    (cache_file,) = (cache_root / "imagefolder").glob("*.npz")
     cache_file.write_bytes(b"truncated")
     with pytest.warns(UserWarning) as record:
         loaded = load_dataset(str(root), root=cache_root)

@@ -38,7 +38,9 @@ Data folder
 -----------
 ``root`` (default: ``$EFFNAS_DATA``, else ``~/.cache/effnas/data``; see `data_dir`) holds
 the CIFAR archives or their extracted folders, and the decoded-array caches of image
-folders under ``root/imagefolder/``.
+folders under ``root/imagefolder/`` (each with a ``.lock`` file beside it, so that of
+several processes missing the cache at once only one decodes). Nothing is ever evicted.
+Decoding an image folder says on stderr where its cache goes and how big it is.
 
 Decisions
 ---------

@@ -1,17 +1,32 @@
-"""Image folders ``<root>/{train,test}/<class>/<image>``: listing, decoding in worker
-processes, and the decoded-array cache."""
+"""Image folders ``<root>/{train,test}/<class>/<image>``: listing, decoding (in worker
+processes for large folders), and the decoded-array cache, which concurrent processes
+share through a file lock so that one of them decodes.
+
+What the cache does is said on stderr with plain lines (``print``, not warnings: these
+report progress, not problems, and the command lines show them as they are): when a
+decode starts (and where its cache goes), when the cache is written (its size in MiB),
+and, once, when a process waits for another one decoding the same folder. A cache hit
+says nothing."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import multiprocessing
 import os
 import re
+import sys
 import warnings
 from collections import Counter
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Iterator
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, concurrent cache misses each decode (see _decode_lock)
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 import torch
@@ -90,14 +105,56 @@ def load_image_folder(path: Path, split: str, base: Path) -> ImageData:
     cache = _cache_path(path, split, classes, entries, base)
     name = f"{path.resolve().name}:{split}"
     cached = _read_cache(cache, classes)
-    if cached is not None:
-        images, labels, skipped, notes = cached
-    else:
-        images, labels, skipped, notes = _decode_folder(split_dir, entries)
-        _write_cache(cache, classes, images, labels, skipped, notes)
+    if cached is None:
+        with _decode_lock(cache, split_dir):
+            # whoever held the lock before us may have just written the cache
+            cached = _read_cache(cache, classes)
+            if cached is None:
+                _say(f"decoding {len(entries)} images in {split_dir} once; the arrays will be cached in {cache}")
+                cached = _decode_folder(split_dir, entries)
+                _write_cache(cache, classes, *cached)
+    images, labels, skipped, notes = cached
     for note in notes:
         warnings.warn(note, stacklevel=3)
     return ImageData(torch.from_numpy(images), torch.from_numpy(labels), classes, name=name, skipped=skipped)
+
+
+def _say(message: str) -> None:
+    """One line on stderr about slow work on the cache: what happens, not a problem, so not
+    a warning (warnings are deduplicated per call site and print as ``warning: ...``)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _decode_lock(cache: Path, split_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<cache>.lock`` so that of several processes that miss the
+    cache together one decodes and the others wait, then read its cache.
+
+    The lock file is left in place: deleting it would let a newcomer lock a fresh file
+    while a waiter still holds the old one. Without ``fcntl`` (Windows), or where the lock
+    file cannot be made or locked (a read-only cache folder, a file system without
+    ``flock``), every process decodes for itself; `atomic_write` still keeps the cache whole.
+    """
+    if fcntl is None:
+        yield
+        return
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(cache.with_name(cache.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f"waiting for another process decoding {split_dir}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # e.g. ENOLCK: no locking on this file system
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _decode_one(path: str) -> np.ndarray:
@@ -235,7 +292,8 @@ def _write_cache(
     skipped: tuple[str, ...],
     notes: list[str],
 ) -> None:
-    """Write the decoded arrays atomically (temporary file, then rename); a failure only warns."""
+    """Write the decoded arrays atomically (temporary file, then rename) and say where and
+    how big (MiB) on stderr; a failure only warns."""
     try:
         with atomic_write(cache) as f:
             np.savez(
@@ -246,5 +304,8 @@ def _write_cache(
                 skipped=np.array(skipped, dtype=str),
                 notes=np.array(notes, dtype=str),
             )
+        size = cache.stat().st_size
     except OSError as err:
         warnings.warn(f"could not write the decoded-image cache {cache} ({err}); the next load decodes again", stacklevel=4)
+        return
+    _say(f"cached {len(images)} images in {cache} ({size / 2**20:.3g} MiB)")

@@ -48,8 +48,12 @@ def load_dataset(
             ``.tar.gz`` (read directly, never extracted); for image folders it holds the
             decoded-array cache (``root/imagefolder/<name>-<split>-<hash>.npz``, keyed by
             the folder's path and the relative paths, sizes and modification times of its
-            image files, so a changed folder is decoded again; the first decode of a large folder uses worker
-            processes and shows progress on stderr after two seconds).
+            image files, so a changed folder is decoded again). A decode says on stderr
+            where its cache goes and, once written, its size in MiB; a large folder is
+            decoded in worker processes with a progress bar after two seconds. Processes
+            that miss the same cache together take turns on a lock file beside it
+            (``<cache>.npz.lock``, left in place): one decodes, the others say they are
+            waiting and then read its cache.
         download: for CIFAR, download the official archive into ``root`` (MD5-checked)
             when neither it nor the extracted folder is there. An archive or folder already
             in ``root`` is used as is.
