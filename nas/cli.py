@@ -85,7 +85,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          ema_decay=None if args.no_ema else (args.ema or TrainConfig.ema_decay),
                          num_threads=args.threads)
     splits = make_splits(args.dataset, val_fraction=args.val_fraction, subset=args.subset,
-                         seed=args.split_seed, with_test=args.test, root=args.data_root,
+                         split_seed=args.split_seed, with_test=args.test, root=args.data_root,
                          download=not args.no_download)
     # Under torchrun every process runs this command; only rank 0 writes and prints.
     is_main = int(os.environ.get("RANK", "0")) == 0
