@@ -13,13 +13,15 @@ Conventions
 * Sizes are in pixels. `ImageData.side` (and `Splits.image_size`) is the stored height
   ``H``, the square side a model uses when nothing else sets it; every built-in dataset
   is square. `DeviceLoader` yields ``float`` batches ``(B, C, res, res)``,
-  normalised per channel as ``(x / 255 - mean) / std``.
+  normalised per channel as ``(x / 255 - mean) / std`` and resized bilinearly to ``res``
+  (antialiased when that shrinks the stored size).
 * ``mean`` and ``std`` are per channel, on the 0..1 scale. CIFAR-10 and CIFAR-100 carry their
   training-set statistics; every other dataset carries none and `DeviceLoader` then uses
   0.5 / 0.5 (so values lie in -1..1) unless told otherwise.
 * Every subset and validation draw of `make_splits` is a pure function of the data and
-  its ``split_seed`` (default 0; not the training seed, not the global RNG), so the
-  candidates of a study share one split while their training seeds vary. Every
+  its ``split_seed`` (default 0; not the training seed, not the global RNG; recorded in
+  `Splits.info`), so the candidates of a study share one split while their training seeds
+  vary. Every
   `DeviceLoader` shuffle and augmentation is a pure function of its ``seed`` and epoch.
 
 Dataset names (`load_dataset`, `make_splits`)
@@ -46,8 +48,9 @@ Decisions
 ---------
 * Unreadable images in an image folder (corrupt, truncated, not an image although named
   like one) are skipped: one `warnings.warn` per load (cache hits included) counts them and
-  names the paths and reasons (the first 20), and `ImageData.skipped` lists them all. An image folder with no readable image at
-  all is a `DataError`. Files whose extension is not an image extension are ignored.
+  names the paths and reasons (the first 20), and `ImageData.skipped` lists them all. An
+  image folder with no readable image at all is a `DataError`. Files whose extension is
+  not an image extension are ignored.
 * Images of different sizes in one folder are resized (Pillow, bilinear) to the most
   common size, with a warning that says how many were resized; ties go to the larger
   size. Grey, palette and RGBA images are converted to RGB (alpha is dropped).

@@ -216,6 +216,3 @@ def _read_archive(archive: Path, src: _CifarSource, names: list[str]) -> dict[st
     if missing:
         raise DataError(f"{archive} lacks {src.folder}/{missing[0]}; it is not the official {src.title} archive")
     return blobs
-
-
-# --------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The in-memory containers every dataset is read into: `ImageData` (labelled uint8
-images) and `Splits` (train / validation / test), and the `DataError` for bad data."""
+images), `Splits` (train / validation / test) with the `SplitsInfo` that records how they
+were drawn, the `DataError` for bad data, and the small argument checks they share."""
 
 from __future__ import annotations
 
@@ -186,7 +187,3 @@ def as_index(indices: torch.Tensor | np.ndarray | Sequence[int], n: int) -> torc
         raise DataError(f"indices span {int(idx.min())}..{int(idx.max())} but there are {n} images")
     idx = idx.cpu()
     return torch.where(idx < 0, idx + n, idx)
-
-
-# --------------------------------------------------------------------------------------
-# Entry points

@@ -176,12 +176,12 @@ def make_splits(
     return Splits(train=train, val=val, test=test, info=info)
 
 
-def _present(labels, num_classes: int):
+def _present(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Boolean mask of the classes with at least one image among ``labels``."""
     return torch.bincount(labels, minlength=num_classes) > 0
 
 
-def _warn_missing(part: str, expected, data: ImageData, consequence: str) -> None:
+def _warn_missing(part: str, expected: torch.Tensor, data: ImageData, consequence: str) -> None:
     """Warn, in one sentence, when classes in ``expected`` (a mask) have no image in ``data``."""
     missing = (expected & ~_present(data.labels, len(data.classes))).nonzero().flatten().tolist()
     if not missing:
@@ -195,6 +195,3 @@ def _warn_missing(part: str, expected, data: ImageData, consequence: str) -> Non
 
 def _renamed(data: ImageData, name: str) -> ImageData:
     return ImageData(data.images, data.labels, data.classes, name, data.mean, data.std, data.skipped)
-
-
-# --------------------------------------------------------------------------------------

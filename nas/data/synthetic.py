@@ -1,4 +1,5 @@
-"""Synthetic image classification data that a tiny network can learn (for tests)."""
+"""Synthetic image classification data that a tiny network can learn (tests, smoke runs),
+and the parsing of the ``synthetic[:N[:C[:S]]]`` dataset names."""
 
 from __future__ import annotations
 
@@ -53,6 +54,3 @@ def parse_synthetic(name: str) -> tuple[int, int, int]:
     if n < 1 or num_classes < 1 or size < 1:
         raise DataError(f"bad synthetic dataset name {name!r}: N, classes and size must be at least 1")
     return n, num_classes, size
-
-
-# --------------------------------------------------------------------------------------
