@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -98,6 +99,11 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A real number of any type (int, float, numpy scalars), but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _is_finite(value: Any) -> bool:
@@ -169,7 +175,7 @@ class Stage:
         object.__setattr__(self, "expand", float(self.expand))
         object.__setattr__(self, "se", float(self.se) + 0.0)
 
-    # --- scaling rules (read by scaling.scale; kept beside the description they change) ---
+    # --- scaling rules (applied by Arch.scale; kept beside the description they change) ---
 
     @staticmethod
     def adjust_channels(channels: int, width_mult: float) -> int:
@@ -355,6 +361,64 @@ class Arch:
     def replace(self, **changes: Any) -> "Arch":
         """A copy with some fields changed (validated like a new description)."""
         return dataclasses.replace(self, **changes)
+
+    # --- scaling -----------------------------------------------------------------------
+
+    def scale(self, *, depth: float = 1.0, width: float = 1.0, resolution: int | None = None,
+              dropout: float | None = None, drop_path: float | None = None) -> "Arch":
+        """This network grown (or shrunk) along depth, width and resolution.
+
+        Args:
+            depth: layer multiplier; each stage gets ``Stage.adjust_depth(layers, depth)``
+                = ``ceil(layers * depth)`` layers.
+            width: channel multiplier for the stem, every stage and the head, each
+                rounded by ``Stage.adjust_channels`` (``make_divisible(c * width, 8)``,
+                never below 90% of ``c * width``).
+            resolution: the new input side in pixels (an absolute size, not a
+                multiplier); unchanged when None. It must be a whole number: an int or an
+                integral float such as ``300.0``. Anything else (``224.9``) is rejected
+                rather than rounded, so that a computed size is rounded by its caller,
+                where the rule is visible.
+            dropout, drop_path: new regularisers when given (larger family members use
+                more dropout in the reference); unchanged when None.
+
+        The multipliers must be finite positive real numbers (not bools). Every mistake
+        raises `ArchError` (a `UserError` and a `ValueError`) with one sentence. Block
+        kinds, kernels, strides, expansion and SE ratios, the activation and the
+        batch-norm settings are kept.
+        """
+        for name, value in (("depth", depth), ("width", width)):
+            if not _is_real(value) or not math.isfinite(value) or value <= 0:
+                raise ArchError(
+                    f"scale: the {name} multiplier must be a finite positive number, got {value!r}"
+                )
+        if resolution is not None:
+            if not _is_real(resolution) or not math.isfinite(resolution):
+                raise ArchError(
+                    f"scale: resolution must be a whole number of pixels, got {resolution!r}"
+                )
+            if resolution != int(resolution):
+                raise ArchError(
+                    f"scale: resolution must be a whole number of pixels, got {resolution!r}; "
+                    f"round it first (e.g. to {math.floor(resolution + 0.5)})"
+                )
+            resolution = int(resolution)
+        stages = tuple(
+            dataclasses.replace(
+                s,
+                channels=Stage.adjust_channels(s.channels, width),
+                layers=Stage.adjust_depth(s.layers, depth),
+            )
+            for s in self.stages
+        )
+        return self.replace(
+            stem_channels=Stage.adjust_channels(self.stem_channels, width),
+            stages=stages,
+            head_channels=Stage.adjust_channels(self.head_channels, width),
+            resolution=self.resolution if resolution is None else resolution,
+            dropout=self.dropout if dropout is None else dropout,
+            drop_path=self.drop_path if drop_path is None else drop_path,
+        )
 
     # --- string form -------------------------------------------------------------------
 

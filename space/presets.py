@@ -1,23 +1,22 @@
-"""Named architectures. The bases live here; scaled families (EfficientNet B1..B7) are
-registered by `scaling.presets` through the ``effnas.presets`` entry point, so that
-`space` never imports `scaling` (the dependency runs scaling -> space).
+"""Named architectures: EfficientNet B0..B7, EfficientNetV2-S/M/L and a CIFAR-sized B0.
 
+B1..B7 are B0 grown by `Arch.scale` with the reference multipliers (`B_SERIES`), so the
+whole family exists from a plain checkout, with no installation step and no plugin.
 Each preset carries its metadata (what it is, where its numbers come from) beside the
-factory that makes its `Arch`.
+factory that makes its `Arch`. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 from .arch import Arch, ArchError, Stage
 
-__all__ = ["Preset", "register_preset", "get_preset", "preset_names", "resolve_arch", "efficientnet_b0"]
-
-ENTRY_POINT_GROUP = "effnas.presets"
+__all__ = ["B_SERIES", "BScale", "Preset", "register_preset", "get_preset", "preset_names",
+           "resolve_arch", "efficientnet_b0", "efficientnet_b"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,6 @@ class Preset:
 
 
 _REGISTRY: dict[str, Preset] = {}
-_plugins_loaded = False
 
 
 def register_preset(name: str, factory: Callable[[], Arch], description: str, **meta) -> None:
@@ -42,24 +40,12 @@ def register_preset(name: str, factory: Callable[[], Arch], description: str, **
     _REGISTRY[name] = Preset(name, factory, description, dict(meta))
 
 
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()()
-
-
 def preset_names() -> list[str]:
-    _load_plugins()
     return sorted(_REGISTRY)
 
 
 def get_preset(name: str) -> Preset:
     """The preset called ``name``; KeyError with the known names when there is none."""
-    if name not in _REGISTRY:
-        _load_plugins()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -84,6 +70,38 @@ def efficientnet_b0() -> Arch:
         ),
         head_channels=1280, resolution=224, dropout=0.2, drop_path=0.2,
     )
+
+
+@dataclass(frozen=True)
+class BScale:
+    """The reference multipliers of one B-series member (Tan & Le 2019; the official code).
+
+    ``width`` and ``depth`` multiply B0's channels and layers, ``resolution`` is the input
+    side in pixels and ``dropout`` the rate before the classifier.
+    """
+
+    width: float
+    depth: float
+    resolution: int
+    dropout: float
+
+
+B_SERIES: dict[str, BScale] = {
+    "b1": BScale(1.0, 1.1, 240, 0.2),
+    "b2": BScale(1.1, 1.2, 260, 0.3),
+    "b3": BScale(1.2, 1.4, 300, 0.3),
+    "b4": BScale(1.4, 1.8, 380, 0.4),
+    "b5": BScale(1.6, 2.2, 456, 0.4),
+    "b6": BScale(1.8, 2.6, 528, 0.5),
+    "b7": BScale(2.0, 3.1, 600, 0.5),
+}
+
+
+def efficientnet_b(member: str) -> Arch:
+    """``efficientnet_b("b3")``: B0 scaled by the member's reference multipliers."""
+    m = B_SERIES[member]
+    return efficientnet_b0().scale(width=m.width, depth=m.depth, resolution=m.resolution,
+                                   dropout=m.dropout)
 
 
 def efficientnet_b0_cifar() -> Arch:
@@ -133,6 +151,15 @@ def efficientnet_v2_l() -> Arch:
 register_preset("efficientnet_b0", efficientnet_b0,
                 "EfficientNet-B0, the searched baseline of Tan & Le (2019)",
                 source="Tan & Le 2019, Table 1", resolution=224)
+for _member, _m in B_SERIES.items():
+    register_preset(
+        f"efficientnet_{_member}", partial(efficientnet_b, _member),
+        f"EfficientNet-{_member.upper()}: B0 x width {_m.width}, depth {_m.depth}, "
+        f"at {_m.resolution}px",
+        source="Tan & Le 2019; reference multipliers", width=_m.width, depth=_m.depth,
+        resolution=_m.resolution, dropout=_m.dropout,
+    )
+del _member, _m
 register_preset("efficientnet_b0_cifar", efficientnet_b0_cifar,
                 "EfficientNet-B0 with a stride-1 stem for 32x32 proxy work (2x2 map at the head)",
                 resolution=32)

@@ -5,7 +5,6 @@ import torch
 
 from space import build_model, cost
 from space.presets import get_preset
-from scaling.presets import B_SERIES, efficientnet_b
 
 REFERENCE_PARAMS = {
     "efficientnet_b0": 5_288_548, "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994,
@@ -38,22 +37,31 @@ def test_macs_within_one_percent(name):
     assert cost(arch).gmacs == pytest.approx(gmacs, rel=0.01)
 
 
-def test_b_series_multipliers_and_rounding():
-    b0 = get_preset("efficientnet_b0").arch()
-    b4 = efficientnet_b("b4")
-    assert b4 == get_preset("efficientnet_b4").arch()
-    assert b4.resolution == 380 and b4.dropout == 0.4
-    assert b4.stem_channels == 48  # make_divisible(32 * 1.4) = 48
-    assert [s.layers for s in b4.stages] == [2, 4, 4, 6, 6, 8, 2]  # ceil(l * 1.8)
-    assert b4.head_channels == 1792
-    assert b0.stages == efficientnet_b("b0").stages
-    assert list(B_SERIES) == [f"b{i}" for i in range(8)]
+def test_b4_channels_and_layers_by_hand():
+    # B0 x width 1.4, depth 1.8 at 380 px, dropout 0.4. Channels make_divisible(c * 1.4, 8)
+    # with the 90% rule: 32 -> 44.8 -> 48; 16 -> 22.4 -> 24; 24 -> 33.6 -> 32; 112 -> 156.8 ->
+    # 160; 192 -> 268.8 -> 272; head 1280 -> 1792. Layers ceil(l * 1.8).
+    b4 = get_preset("efficientnet_b4").arch()
+    assert b4.resolution == 380 and b4.dropout == 0.4 and b4.drop_path == 0.2
+    assert b4.stem_channels == 48 and b4.head_channels == 1792
+    assert [s.channels for s in b4.stages] == [24, 32, 56, 112, 160, 272, 448]
+    assert [s.layers for s in b4.stages] == [2, 4, 4, 6, 6, 8, 2]
+    assert [s.kernel for s in b4.stages] == [3, 3, 5, 3, 5, 5, 3]
 
 
-def test_preset_metadata_travels_with_the_preset():
-    preset = get_preset("efficientnet_b3")
-    assert preset.meta["width"] == 1.2 and preset.meta["depth"] == 1.4
-    assert preset.meta["resolution"] == preset.arch().resolution == 300
+@pytest.mark.parametrize("member, width, depth, resolution, dropout", [
+    # Tan & Le 2019 / the official code's (width, depth, resolution, dropout) per member.
+    ("b1", 1.0, 1.1, 240, 0.2), ("b2", 1.1, 1.2, 260, 0.3), ("b3", 1.2, 1.4, 300, 0.3),
+    ("b4", 1.4, 1.8, 380, 0.4), ("b5", 1.6, 2.2, 456, 0.4), ("b6", 1.8, 2.6, 528, 0.5),
+    ("b7", 2.0, 3.1, 600, 0.5),
+])
+def test_b_series_metadata_matches_the_reference_table(member, width, depth, resolution, dropout):
+    preset = get_preset(f"efficientnet_{member}")
+    assert (preset.meta["width"], preset.meta["depth"]) == (width, depth)
+    arch = preset.arch()
+    assert (arch.resolution, arch.dropout) == (resolution, dropout)
+    # The last stage has one layer in B0, so its depth is ceil(depth) here.
+    assert arch.stages[-1].layers == -(-int(depth * 10) // 10)
 
 
 # Batch-norm settings of the reference implementations: torchvision's efficientnet_v2_s/m/l
