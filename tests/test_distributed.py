@@ -133,7 +133,7 @@ def test_two_process_gloo_step_keeps_ranks_identical(tmp_path):
     # Only rank 0 wrote the checkpoint, atomically.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt", "rank0.pt", "rank1.pt"]
     state = torch.load(tmp_path / "ck.pt", weights_only=True)
-    assert state["world_size"] == WORLD and state["step"] == 1
+    assert state["meta"]["world_size"] == WORLD and state["step"] == 1
 
 
 @contextlib.contextmanager

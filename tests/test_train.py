@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import math
 import re
 import warnings
@@ -447,6 +448,19 @@ def test_progress_bar_prints_each_epochs_final_line_once(arch, small, capsys):
         finals = [seg for seg in segments if seg.startswith(f"epoch {epoch}:") and "val_acc=" in seg]
         assert len(finals) == 1, finals
         assert "100%" in finals[0] and "4/4" in finals[0]
+
+
+def test_long_evaluation_passes_show_a_progress_bar(arch, small, capsys, monkeypatch):
+    train(arch, small, Budget(epochs=1), FAST, progress=True, evaluate_test=True)
+    quick = capsys.readouterr().err
+    assert "validation" not in quick and "test:" not in quick  # under 2 s: no bar
+    # The module (`nas.train.evaluate` the attribute is the function), as if every pass were slow:
+    monkeypatch.setattr(importlib.import_module("nas.train.evaluate"), "EVAL_BAR_DELAY_S", 0.0)
+    train(arch, small, Budget(epochs=1), FAST, progress=True, evaluate_test=True)
+    slow = re.split(r"[\r\n]", capsys.readouterr().err)
+    # One batch each (64 images, evaluation batch 64).
+    assert any(seg.startswith("epoch 1 validation:") and "/1 " in seg and "batch" in seg for seg in slow)
+    assert any(seg.startswith("test:") and "/1 " in seg and "batch" in seg for seg in slow)
 
 
 class _AutocastSpy(nn.Module):

@@ -59,6 +59,7 @@ launcher stops them).
 
 from __future__ import annotations
 
+from .checkpoint import CheckpointMismatch
 from .config import Budget, TrainConfig
 from .evaluate import evaluate
 from .loop import train
@@ -73,6 +74,7 @@ __all__ = [
     "TrainingFailed",
     "Diverged",
     "OutOfMemory",
+    "CheckpointMismatch",
     "RMSpropTF",
     "train",
     "evaluate",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Iterable
 
 import torch
@@ -17,7 +18,7 @@ from ..data import DeviceLoader, ImageData
 from .config import AMP_MODES, positive_int
 from .device import autocast, default_channels_last, resolve_amp
 
-__all__ = ["evaluate", "evaluate_loader", "image_side", "model_arch", "split_shard"]
+__all__ = ["EVAL_BAR_DELAY_S", "evaluate", "evaluate_loader", "image_side", "model_arch", "split_shard"]
 
 
 def model_arch(net: nn.Module) -> Arch | None:
@@ -36,16 +37,30 @@ def split_shard(data: ImageData, rank: int, world: int) -> ImageData:
     return data.subset(torch.arange(rank, len(data), world))
 
 
+# Evaluation passes shorter than this show no progress bar.
+EVAL_BAR_DELAY_S = 2.0
+
+
 @torch.no_grad()
-def evaluate_loader(module: nn.Module, loader: Iterable, dev: torch.device, amp: str,
-              info: ddp.DistInfo | None) -> tuple[float, float, int]:
-    """Accuracy, mean loss and image count over ``loader`` (summed over processes)."""
+def evaluate_loader(module: nn.Module, loader: DeviceLoader, dev: torch.device, amp: str,
+                    info: ddp.DistInfo | None, progress: str | None = None) -> tuple[float, float, int]:
+    """Accuracy, mean loss and image count over ``loader`` (summed over processes).
+
+    ``progress``: the description of a progress bar on stderr, shown once the pass has
+    taken `EVAL_BAR_DELAY_S` seconds and removed when it ends; None shows none.
+    """
     module.eval()
     correct = torch.zeros((), dtype=torch.float64, device=dev)
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
     count = 0
+    batches: Iterable = loader
+    if progress is not None:
+        from tqdm import tqdm
+
+        batches = tqdm(loader, total=len(loader), desc=progress, unit="batch", file=sys.stderr,
+                       delay=EVAL_BAR_DELAY_S, leave=False, dynamic_ncols=True)
     with autocast(amp, dev):
-        for images, labels in loader:
+        for images, labels in batches:
             logits = module(images).float()
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
             correct += (logits.argmax(1) == labels).sum().double()

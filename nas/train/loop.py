@@ -27,7 +27,7 @@ from space.errors import UserError
 
 from .. import distributed as ddp
 from ..data import DeviceLoader, Splits
-from .checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from .checkpoint import CHECKPOINT_FORMAT, check_meta, load_checkpoint, save_checkpoint, split_fingerprint
 from .config import Budget, TrainConfig
 from .device import autocast, default_channels_last, first_line, grad_scaler, is_oom, resolve_amp, resolve_device
 from .evaluate import evaluate_loader, image_side, model_arch, split_shard
@@ -82,22 +82,41 @@ def train(arch_or_model: Arch | nn.Module, data: Splits, budget: Budget,
             the others waiting, so raise on all or none).
         checkpoint: file written atomically at the end of every epoch (by rank 0); with
             ``resume=True`` an existing file is loaded first and training continues from
-            it to the same result as an uninterrupted run. A checkpoint of a different
-            run (architecture, data size, batch size, optimiser, schedule, seed) is
-            refused with `UserError` (a ValueError). Loaded with ``torch.load(weights_only=True)``.
+            it to the same result as an uninterrupted run (a run whose budget is already
+            met returns its result without training). A checkpoint of another run is
+            refused with `CheckpointMismatch` (a `UserError`), naming what differs: the
+            architecture, the data (dataset name, split seed, subset, validation share
+            from ``data.info`` when present, split sizes and a fingerprint of the
+            training and validation images), the resolution, batch size, world size,
+            optimiser and its settings, schedule, regularisation, precision (the resolved
+            autocast mode) or seed; so is an older checkpoint format, or a file that is
+            not a checkpoint. The budget may differ (raise it to train on). Loaded with
+            ``torch.load(weights_only=True)``.
         resume: continue from ``checkpoint`` when it exists (False starts afresh and
             overwrites it).
-        progress: show a per-epoch progress bar on stderr (rank 0) with the loss and
-            images per second.
-        evaluate_test: also measure ``data.test`` once with the final weights.
+        progress: on stderr (rank 0): a progress bar per epoch with the loss and images
+            per second, its last line completed with the validation accuracy; a bar for
+            evaluation passes that take more than 2 s; and, when continuing from a
+            checkpoint, one line first: ``"resuming from epoch N of M"`` (``N`` epochs
+            done, ``M`` in all, ``" of M"`` left out for a time budget) or ``"already
+            finished at epoch N"``.
+        evaluate_test: also measure ``data.test`` once with the final weights. The result
+            is stored in the checkpoint, and a later call that trains no further on the
+            same test split returns it without evaluating again.
         keep_model: return the trained network in ``Result.model``.
 
     Raises:
         Diverged: the training loss became NaN or infinite (names the epoch and step).
         OutOfMemory: the device ran out of memory (names batch size and architecture).
+        CheckpointMismatch: ``checkpoint`` is of another run (see above).
         UserError: (a ValueError) inconsistent arguments: empty splits, ``evaluate_test``
             without a test split, fp16 off CUDA, a model whose ``num_classes`` differs from
-            the data's, a checkpoint of another run.
+            the data's.
+
+    Warns:
+        UserWarning: a budget below one step (it trains one step); ``amp="bf16"`` on a
+            CUDA GPU without native bf16 (it trains in fp16); a training split smaller than
+            one batch per process.
     """
     if not isinstance(budget, Budget):
         raise TypeError(f"budget must be a Budget, got {type(budget).__name__}")
@@ -280,20 +299,36 @@ class _Run:
         self.stopped_by = ""
         self.resumed_epoch = 0
         self.last_lr = 0.0
+        # The test result of the weights at `step`: {"acc", "loss", "step", "data"}, where
+        # "data" is the test split's fingerprint; stored so that re-running a finished run
+        # does not evaluate the test split again.
+        self.test_result: dict[str, Any] | None = None
+        self._fingerprint: str | None = None
         if self.path is not None and resume and self.path.exists():
             self._load()
 
     # --- checkpoints ---------------------------------------------------------------------
 
     def _meta(self) -> dict[str, Any]:
+        """What makes two runs the same run: a checkpoint whose meta differs is refused.
+        The order is the order in which `CheckpointMismatch` names differences."""
         c = self.config
+        info = self.data.info
+        if self._fingerprint is None:  # hashes every image: once per call
+            self._fingerprint = self.data.fingerprint()
         return {
             "arch": self.desc,
             "num_classes": self.num_classes,
             "num_train": int(self.data.train.labels.shape[0]),
             "num_val": int(self.data.val.labels.shape[0]),
+            "dataset": info.dataset if info is not None else None,
+            "split_seed": info.split_seed if info is not None else None,
+            "subset": info.subset if info is not None else None,
+            "val_fraction": float(info.val_fraction) if info is not None else None,
+            "data_fingerprint": self._fingerprint,
             "resolution": self.resolution,
             "batch_size": c.batch_size,
+            "world_size": self.world,
             "optimizer": c.optimizer,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
@@ -301,7 +336,9 @@ class _Run:
             "warmup_epochs": float(c.warmup_epochs),
             "label_smoothing": float(c.label_smoothing),
             "ema_decay": c.ema_decay,
+            "grad_clip": c.grad_clip,
             "augment": c.augment,
+            "amp": self.amp,
             "seed": c.seed,
         }
 
@@ -326,22 +363,14 @@ class _Run:
             "seconds": self.prior_seconds + (time.perf_counter() - self.t_start),
             "history": [h.to_dict() for h in self.history],
             "stopped_by": self.stopped_by,
-            "world_size": self.world,
-            "amp": self.amp,
+            "test": self.test_result,
         }
         save_checkpoint(state, self.path)
 
     def _load(self) -> None:
         assert self.path is not None
-        state = torch.load(self.path, map_location=self.dev, weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise UserError(f"{self.path} is not a checkpoint of nas.train (format {CHECKPOINT_FORMAT})")
-        saved, now = state["meta"], self._meta()
-        diffs = [f"{k}: {saved.get(k)!r} in the checkpoint, {now[k]!r} now"
-                 for k in now if saved.get(k) != now[k]]
-        if diffs:
-            raise UserError(f"checkpoint {self.path} belongs to a different run ("
-                             + "; ".join(diffs) + "); delete it or pass resume=False")
+        state = load_checkpoint(self.path, self.dev)
+        check_meta(self.path, state["meta"], self._meta())
         self.net.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         if self.ema is not None and state["ema"] is not None:
@@ -358,6 +387,7 @@ class _Run:
         self.stopped_by = str(state["stopped_by"])
         self.last_lr = float(state["schedule"]["last_lr"])
         self.resumed_epoch = self.epoch
+        self.test_result = state["test"]
 
     # --- budget ----------------------------------------------------------------------------
 
@@ -393,12 +423,29 @@ class _Run:
 
     # --- the loop ----------------------------------------------------------------------------
 
+    def _planned_epochs(self) -> int | None:
+        """Epochs the budget allows in all (the last may be short); None for a time budget."""
+        limits = []
+        if self.max_steps is not None:
+            limits.append(self.max_steps)
+        if self.budget.images is not None:
+            batch = self.config.batch_size
+            limits.append(self.step + max(0, -(-(self.budget.images - self.images_seen) // batch)))
+        return -(-min(limits) // self.steps_per_epoch) if limits else None
+
     def run(self) -> Result:
         self.elapsed = self.train_seconds
         if self.stopped_by != "callback":  # a budget may have been raised since the checkpoint
             self.stopped_by = self._counted_stop()
             if self.budget.seconds is not None and self.train_seconds >= self.budget.seconds:
                 self.stopped_by = self.stopped_by or "seconds"
+        if self.progress and self.is_main and self.resumed_epoch:
+            if self.stopped_by:
+                print(f"already finished at epoch {self.epoch}", file=sys.stderr, flush=True)
+            else:
+                total = self._planned_epochs()
+                of = f" of {total}" if total is not None else ""
+                print(f"resuming from epoch {self.epoch}{of}", file=sys.stderr, flush=True)
         while not self.stopped_by:
             self._train_epoch()
         return self._result()
@@ -426,6 +473,7 @@ class _Run:
         return loss.detach()
 
     def _train_epoch(self) -> None:
+        self.test_result = None  # of the weights before this epoch
         self.epoch += 1
         epoch = self.epoch
         steps_left = self.steps_per_epoch
@@ -554,25 +602,43 @@ class _Run:
     def _eval_module(self) -> nn.Module:
         return self.ema.module if self.ema is not None else self.net
 
+    def _bar(self, desc: str) -> str | None:
+        return desc if self.progress and self.is_main else None
+
     def _validate(self) -> tuple[float, float]:
         module = self._eval_module()
         if self.info is not None:
             ddp.broadcast_buffers(module)
-        acc, loss, _ = evaluate_loader(module, self.val_loader, self.dev, self.amp, self.info)
+        acc, loss, _ = evaluate_loader(module, self.val_loader, self.dev, self.amp, self.info,
+                                       progress=self._bar(f"epoch {self.epoch} validation"))
+        return acc, loss
+
+    def _test(self) -> tuple[float, float]:
+        """The test accuracy and loss of the final weights: the stored ones when this
+        checkpoint's weights were already tested on this test split, else measured (and
+        stored in the checkpoint)."""
+        assert self.data.test is not None
+        key = split_fingerprint(self.data.test)
+        stored = self.test_result
+        if stored is not None and stored["step"] == self.step and stored["data"] == key:
+            return float(stored["acc"]), float(stored["loss"])
+        self.where.phase = "testing"
+        module = self._eval_module()
+        if self.info is not None:
+            ddp.broadcast_buffers(module)
+        loader = DeviceLoader(split_shard(self.data.test, self.rank, self.world), self.eval_batch,
+                              device=self.dev, train=False, resolution=self.resolution,
+                              channels_last=self.channels_last)
+        acc, loss, _ = evaluate_loader(module, loader, self.dev, self.amp, self.info,
+                                       progress=self._bar("test"))
+        self.test_result = {"acc": acc, "loss": loss, "step": self.step, "data": key}
+        self._save()
         return acc, loss
 
     def _result(self) -> Result:
         test_acc = test_loss = None
         if self.evaluate_test:
-            self.where.phase = "testing"
-            assert self.data.test is not None
-            module = self._eval_module()
-            if self.info is not None:
-                ddp.broadcast_buffers(module)
-            loader = DeviceLoader(split_shard(self.data.test, self.rank, self.world), self.eval_batch,
-                                  device=self.dev, train=False, resolution=self.resolution,
-                                  channels_last=self.channels_last)
-            test_acc, test_loss, _ = evaluate_loader(module, loader, self.dev, self.amp, self.info)
+            test_acc, test_loss = self._test()
         self._eval_module().eval()
         if self.history:
             last = self.history[-1]

@@ -67,14 +67,17 @@ class Result:
         device: the device trained on (rank 0's under distributed training).
         stopped_by: ``"epochs"``, ``"images"``, ``"seconds"`` (the budget) or ``"callback"``.
         test_acc, test_loss: on ``data.test`` with the final weights, when
-            ``evaluate_test`` was asked for; else None.
+            ``evaluate_test`` was asked for (measured once per checkpointed run and then
+            read from the checkpoint); else None.
         params: trainable parameters of the model.
         macs: multiply-accumulates per image at the training resolution from
             `space.cost.cost`, when the architecture is known; else None.
         arch: the architecture string, when known.
         resolution: training image side in pixels.
         batch_size, lr, weight_decay, amp: the resolved settings (global batch, peak
-            learning rate, L2 penalty, autocast mode ``"bf16"``/``"fp16"``/``"off"``).
+            learning rate, L2 penalty, and the autocast mode that ran: ``"bf16"``,
+            ``"fp16"`` or ``"off"``, which can differ from ``TrainConfig.amp``, see
+            `nas.train.device.resolve_amp`).
         world_size: number of processes.
         resumed_epoch: epochs restored from a checkpoint at the start (0 for a fresh run).
         model: the trained network, only when `train` was called with
