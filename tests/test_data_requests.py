@@ -69,3 +69,8 @@ def test_training_split_without_a_class_warns(tmp_path):
         splits = make_splits(str(tmp_path / "lone"), val_fraction=0.5, root=tmp_path / "cache")
     assert torch.bincount(splits.val.labels, minlength=2).tolist() == [5, 1]
     assert torch.bincount(splits.train.labels, minlength=2).tolist() == [5, 0]
+
+
+def test_a_single_validation_image_is_counted_in_the_singular():
+    with pytest.warns(UserWarning, match=r"validation split of synthetic:100 \(1 image\) has no image of 9 of its 10"):
+        make_splits("synthetic:100", subset=10, val_fraction=0.1)

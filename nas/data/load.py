@@ -150,7 +150,7 @@ def make_splits(
                 f"would have no image; use a subset of at least {int(present.sum())}"
             )
         full = full.subset(stratified_subset(full.labels, subset, split_seed))
-        _warn_missing(f"the subset of {subset} images of {base}", present, full, "use a larger subset")
+        _warn_missing(f"the subset of {_images(subset)} of {base}", present, full, "use a larger subset")
     keep, held = stratified_split(full.labels, val_fraction, split_seed)
     if val_fraction > 0 and held.numel() == 0:
         raise DataError(
@@ -162,10 +162,10 @@ def make_splits(
     train = _renamed(full.subset(keep), f"{base}:train")
     val = _renamed(full.subset(held), f"{base}:val")
     present = _present(full.labels, len(full.classes))
-    _warn_missing(f"the training split of {base} ({len(train)} images)", present, train,
+    _warn_missing(f"the training split of {base} ({_images(len(train))})", present, train,
                   "the model never sees them; use a smaller val_fraction or a larger subset")
     if len(val):
-        _warn_missing(f"the validation split of {base} ({len(val)} images)", present, val,
+        _warn_missing(f"the validation split of {base} ({_images(len(val))})", present, val,
                       "its accuracy leaves them out")
     test = None
     if with_test:
@@ -174,6 +174,10 @@ def make_splits(
             raise DataError(f"the test split of {base} has other classes than its training split")
     info = SplitsInfo(dataset=name_or_path, split_seed=split_seed, val_fraction=float(val_fraction), subset=subset)
     return Splits(train=train, val=val, test=test, info=info)
+
+
+def _images(n: int) -> str:
+    return f"{n} image" if n == 1 else f"{n} images"
 
 
 def _present(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
