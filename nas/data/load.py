@@ -150,7 +150,7 @@ def make_splits(
                 f"would have no image; use a subset of at least {int(present.sum())}"
             )
         full = full.subset(stratified_subset(full.labels, subset, split_seed))
-        _warn_missing(f"the subset of {_images(subset)} of {base}", present, full, "use a larger subset")
+        _warn_missing(f"the subset of {_images(subset)} of {base}", present, full, "so use a larger subset")
     keep, held = stratified_split(full.labels, val_fraction, split_seed)
     if val_fraction > 0 and held.numel() == 0:
         raise DataError(
@@ -163,10 +163,10 @@ def make_splits(
     val = _renamed(full.subset(held), f"{base}:val")
     present = _present(full.labels, len(full.classes))
     _warn_missing(f"the training split of {base} ({_images(len(train))})", present, train,
-                  "the model never sees them; use a smaller val_fraction or a larger subset")
+                  "so the model never sees them (use a smaller val_fraction or a larger subset)")
     if len(val):
         _warn_missing(f"the validation split of {base} ({_images(len(val))})", present, val,
-                      "its accuracy leaves them out")
+                      "so its accuracy leaves them out")
     test = None
     if with_test:
         test = load_dataset(name_or_path, root=root, download=download, split="test")
@@ -192,7 +192,7 @@ def _warn_missing(part: str, expected: torch.Tensor, data: ImageData, consequenc
         return
     names = ", ".join(data.classes[i] for i in missing[:_MAX_NAMED]) + (", ..." if len(missing) > _MAX_NAMED else "")
     warnings.warn(
-        f"{part} has no image of {len(missing)} of its {int(expected.sum())} classes ({names}); {consequence}",
+        f"{part} has no image of {len(missing)} of its {int(expected.sum())} classes ({names}), {consequence}",
         stacklevel=3,
     )
 
