@@ -51,6 +51,7 @@ from .errors import UserError
 __all__ = [
     "ACTIVATIONS",
     "BLOCK_KINDS",
+    "METADATA_KEYS",
     "Arch",
     "ArchError",
     "BlockSpec",
@@ -525,14 +526,24 @@ class Arch:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Arch":
+        """The description in ``data``: `to_dict`'s form, or a ``space info --json``
+        document (the description under ``"arch"``).
+
+        Run metadata that travels with a description (``nas train`` writes ``arch.json``
+        with ``num_classes``, a positive int, and ``class_names``, a list of strings) is
+        checked and ignored, as it does not describe the network; `METADATA_KEYS` lists
+        those keys. Any other unknown key is an error, so a misspelt field never passes
+        silently. Omitted optional fields take their defaults.
+        """
         if not isinstance(data, dict):
             raise ArchError(f"arch JSON must be an object, got {type(data).__name__}")
+        _check_metadata(data)
         # A JSON document written by `space info --json` nests the description under "arch".
         if "stages" not in data and isinstance(data.get("arch"), (dict, str)):
             inner = data["arch"]
             return cls.from_string(inner) if isinstance(inner, str) else cls.from_dict(inner)
         fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
+        unknown = sorted(set(data) - fields - set(METADATA_KEYS))
         if unknown:
             raise ArchError(f"arch JSON: unknown field {unknown[0]!r}; expected some of {sorted(fields)}")
         missing = sorted(f for f in ("stem_channels", "stem_stride", "stages", "head_channels",
@@ -556,7 +567,8 @@ class Arch:
                 raise ArchError(f"arch JSON: stage {i} is missing field {absent[0]!r}") from None
             except ArchError as err:
                 raise ArchError(f"arch JSON: stage {i}: {err.reason}") from None
-        return cls(**{**data, "stages": tuple(stages)})
+        described = {k: v for k, v in data.items() if k in fields}
+        return cls(**{**described, "stages": tuple(stages)})
 
     @classmethod
     def from_json(cls, text: str) -> "Arch":
@@ -565,6 +577,26 @@ class Arch:
         except json.JSONDecodeError as err:
             raise ArchError(f"arch JSON is not valid JSON: {err.msg} at line {err.lineno}") from None
         return cls.from_dict(data)
+
+
+#: Keys an arch JSON document may carry beside the description: facts about a run on it.
+METADATA_KEYS = ("num_classes", "class_names")
+
+
+def _check_metadata(data: dict) -> None:
+    if "num_classes" in data:
+        n = data["num_classes"]
+        if not _is_int(n) or n < 1:
+            raise ArchError(f"arch JSON: num_classes must be a positive integer, got {n!r}")
+    if "class_names" in data:
+        names = data["class_names"]
+        if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+            raise ArchError("arch JSON: class_names must be a list of strings")
+        if "num_classes" in data and len(names) != data["num_classes"]:
+            raise ArchError(
+                f"arch JSON: class_names has {len(names)} names but num_classes is "
+                f"{data['num_classes']}"
+            )
 
 
 _FIELD = re.compile(r"^([a-z]+?)(-?[0-9][0-9.e+-]*)$")

@@ -3,18 +3,21 @@
     space info NAME_OR_ARCH [--json] [--num-classes N] [--resolution R]
     space sample SPACE -n N [--seed S] [--json]
     space list
+
+None of these imports torch, so the command starts in a fraction of a second.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 
 from .arch import Arch
 from .cost import Cost, cost
 from .command_line import make_main
 from .errors import UserError
-from .presets import get_preset, preset_names, resolve_arch
+from .presets import get_preset, preset_names, resolve
 
 __all__ = ["main"]
 
@@ -75,13 +78,16 @@ def _print_info(arch: Arch, c: Cost, name: str | None) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    arch = resolve_arch(args.arch)
+    if args.num_classes is not None and args.num_classes < 1:
+        raise UserError(f"--num-classes must be at least 1, got {args.num_classes}")
+    found = resolve(args.arch)
+    arch = found.arch
     if args.resolution is not None:
         arch = arch.replace(resolution=args.resolution)
-    if args.num_classes < 1:
-        raise UserError(f"--num-classes must be at least 1, got {args.num_classes}")
-    name = args.arch if args.arch in preset_names() else None
-    c = cost(arch, num_classes=args.num_classes)
+    # An arch.json from `nas train` knows the classifier it was trained with.
+    num_classes = args.num_classes or found.num_classes or 1000
+    c = cost(arch, num_classes=num_classes)
+    name = found.preset
     if args.json:
         print(json.dumps(info_dict(arch, c, name)))
     else:
@@ -120,8 +126,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("search spaces:")
     for name in SearchSpace.names():
         space = SearchSpace.load(name)
-        summary = space.description.split(": ")[0].split(". ")[0]
-        print(f"  {name:<16}{space.size():>24,} architectures  {summary}")
+        print(f"  {name:<16}{space.size():>24,} architectures")
+        # Whole descriptions, wrapped: a cut one loses what the space varies.
+        print(textwrap.fill(" ".join(space.description.split()), width=92,
+                            initial_indent=" " * 6, subsequent_indent=" " * 6))
     return 0
 
 
@@ -130,10 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="space", description="Inspect architectures, presets and search spaces.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    info = sub.add_parser("info", help="stages, params and MACs of a preset, arch string or arch JSON file")
-    info.add_argument("arch", help="preset name (see `space list`), arch string, or path to an arch .json")
+    info = sub.add_parser(
+        "info", help="stages, params and MACs of a preset, arch string or arch JSON file",
+        description="One row per stage with params and MACs (multiply-adds) for one image at "
+                    "the arch's resolution, the totals and the peak activation memory. "
+                    "For a search space, use `space sample`.")
+    info.add_argument("arch", help="preset name (see `space list`), arch string, or path to an "
+                                   "arch .json (Arch.to_dict, nas train's arch.json, or "
+                                   "space info --json output)")
     info.add_argument("--json", action="store_true", help="print one JSON object")
-    info.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    info.add_argument("--num-classes", type=int, default=None,
+                      help="classifier outputs (default: the arch .json's num_classes, else 1000)")
     info.add_argument("--resolution", type=int, default=None, help="cost at this input side instead")
     info.set_defaults(func=_cmd_info)
 

@@ -8,15 +8,18 @@ factory that makes its `Arch`. Nothing here imports torch.
 
 from __future__ import annotations
 
+import difflib
+import json
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from .arch import Arch, ArchError, Stage
+from .arch import BLOCK_KINDS, Arch, ArchError, Stage
 
 __all__ = ["B_SERIES", "BScale", "Preset", "register_preset", "get_preset", "preset_names",
-           "resolve_arch", "efficientnet_b0", "efficientnet_b"]
+           "ResolvedArch", "resolve", "resolve_arch", "efficientnet_b0", "efficientnet_b"]
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,29 @@ def preset_names() -> list[str]:
 
 
 def get_preset(name: str) -> Preset:
-    """The preset called ``name``; KeyError with the known names when there is none."""
+    """The preset called ``name``; KeyError with a did-you-mean and the known names when
+    there is none."""
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(preset_names())}") from None
+        pass
+    guess = _closest(name, preset_names())
+    hint = f"did you mean {guess!r}? " if guess else ""
+    raise KeyError(f"unknown preset {name!r}; {hint}known presets: {', '.join(preset_names())}")
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[\s_-]+", "_", str(name).strip().lower())
+
+
+def _closest(name: str, names: list[str]) -> str | None:
+    """The known name ``name`` most likely meant: the same up to case and '-' / '_' /
+    space, else difflib's closest match (ratio >= 0.75), else None."""
+    key = _normalise(name)
+    if key in names:
+        return key
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def _mb(k: int, s: int, e: float, c: int, l: int, se: float = 0.25) -> Stage:
@@ -171,32 +192,96 @@ register_preset("efficientnet_v2_l", efficientnet_v2_l, "EfficientNetV2-L",
                 source="Tan & Le 2021; torchvision / timm reference configs", resolution=480)
 
 
-def resolve_arch(ref: str) -> Arch:
-    """An `Arch` from a preset name, a path to an arch JSON file, or an arch string.
+@dataclass(frozen=True)
+class ResolvedArch:
+    """What a reference to an architecture named: the description, the preset name when
+    it was one, and the run metadata of an arch JSON file (``num_classes``,
+    ``class_names``: what ``nas train`` trained it for), None where absent."""
 
-    Raises `ArchError` (a `UserError`) with one sentence when ``ref`` is none of these.
+    arch: Arch
+    preset: str | None = None
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+
+
+# Token kinds that open an arch string's tokens; a '-'-joined text without any of them
+# (``efficientnet-b0``) is a misspelt name, not a malformed arch string.
+_TOKEN_KINDS = frozenset({"net", "stem", "head", *BLOCK_KINDS.values()})
+_SPACE_FILE_SUFFIXES = (".yaml", ".yml", ".toml")
+_EXAMPLE = "'net_r224_silu-stem_c32_s2-mb_k3_s1_e1_c16_l1-head_c1280'"
+
+
+def _looks_like_arch_string(ref: str) -> bool:
+    return "-" in ref and any(token.split("_")[0] in _TOKEN_KINDS for token in ref.split("-"))
+
+
+def _sample_hint(ref: str) -> str:
+    return f"draw architectures from it with `space sample {ref} -n 5`"
+
+
+def resolve(ref: str) -> ResolvedArch:
+    """Resolve a preset name, a path to an arch JSON file, or an arch string.
+
+    A JSON file may be `Arch.to_dict`'s form (with ``nas train``'s ``num_classes`` and
+    ``class_names`` beside it) or a ``space info --json`` document. Raises `ArchError`
+    (a `UserError`) with one sentence when ``ref`` is none of these: a misspelt preset
+    name gets a did-you-mean, and a search space (a shipped space name or a space file)
+    is named as one, with the ``space sample`` command that draws from it.
     """
+    if not isinstance(ref, str):
+        raise TypeError(f"an architecture reference is a string, got {type(ref).__name__}")
     ref = ref.strip()
-    # Arch strings never contain a path separator or end in ".json".
-    if ref.endswith(".json") or "/" in ref or "\\" in ref or Path(ref).is_file():
-        path = Path(ref)
-        if not path.is_file():
-            raise ArchError(f"arch file not found: {ref}")
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise ArchError(f"cannot read arch file {ref}: {err.strerror}") from None
-        try:
-            return Arch.from_json(text)
-        except ArchError as err:
-            raise ArchError(f"{ref}: {err}") from None
-    if "-" not in ref:
-        names = preset_names()
-        if ref in names:
-            return get_preset(ref).arch()
+    # Arch strings never contain a path separator or a file suffix.
+    if (ref.lower().endswith((".json", *_SPACE_FILE_SUFFIXES)) or "/" in ref or "\\" in ref
+            or Path(ref).is_file()):
+        return _resolve_file(ref)
+    if _looks_like_arch_string(ref):
+        return ResolvedArch(Arch.from_string(ref))
+    if ref in _REGISTRY:
+        return ResolvedArch(get_preset(ref).arch(), preset=ref)
+    from .search import SearchSpace  # here: space.search imports this module
+
+    if _normalise(ref) in SearchSpace.names():
         raise ArchError(
-            f"unknown architecture {ref!r}: not a preset ({', '.join(names)}), "
-            "not an arch string such as 'net_r224_silu-stem_c32_s2-mb_k3_s1_e1_c16_l1-head_c1280', "
-            "and not a .json file"
+            f"{ref!r} is a search space, not an architecture; {_sample_hint(_normalise(ref))}"
         )
-    return Arch.from_string(ref)
+    guess = _closest(ref, preset_names())
+    if guess is not None:
+        raise ArchError(f"unknown architecture {ref!r}; did you mean {guess!r}?")
+    raise ArchError(
+        f"unknown architecture {ref!r}: not a preset ({', '.join(preset_names())}), "
+        f"not an arch string such as {_EXAMPLE}, and not a .json file"
+    )
+
+
+def _resolve_file(ref: str) -> ResolvedArch:
+    path = Path(ref)
+    if not path.is_file():
+        raise ArchError(f"arch file not found: {ref}")
+    if path.suffix.lower() in _SPACE_FILE_SUFFIXES:
+        raise ArchError(f"{ref} is a search-space file, not an architecture; {_sample_hint(ref)}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ArchError(f"cannot read arch file {ref}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ArchError(f"{ref}: arch JSON is not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ArchError(f"{ref}: arch JSON is not valid JSON: {err.msg} at line {err.lineno}") from None
+    # A search space's file form always names its base; a description never has "base".
+    if isinstance(data, dict) and "base" in data:
+        raise ArchError(f"{ref} is a search-space file, not an architecture; {_sample_hint(ref)}")
+    try:
+        arch = Arch.from_dict(data)
+    except ArchError as err:
+        raise ArchError(f"{ref}: {err}") from None
+    names = data.get("class_names")
+    return ResolvedArch(arch, num_classes=data.get("num_classes"),
+                        class_names=tuple(names) if names is not None else None)
+
+
+def resolve_arch(ref: str) -> Arch:
+    """The `Arch` behind a preset name, an arch JSON file or an arch string; see `resolve`."""
+    return resolve(ref).arch

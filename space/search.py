@@ -82,7 +82,7 @@ from typing import Any, Iterable, Mapping
 
 from .arch import BLOCK_KINDS, Arch, ArchError, Stage, _is_int, _is_number
 from .errors import UserError
-from .presets import get_preset
+from .presets import _looks_like_arch_string, get_preset
 
 __all__ = ["FIELDS", "SearchSpace", "SpaceError"]
 
@@ -585,7 +585,7 @@ def _resolve_base(spec: Any, where: str) -> Arch:
         raise SpaceError(
             f"{where}: base must be a preset name or an arch string, got {spec!r}"
         )
-    if "-" in spec:
+    if _looks_like_arch_string(spec):
         try:
             return Arch.from_string(spec)
         except ArchError as err:

@@ -273,3 +273,16 @@ def test_negative_zero_rates_are_stored_as_zero():
                 dropout=-0.0, drop_path=-0.0)
     assert math.copysign(1.0, stage.se) == 1.0
     assert '"-0.0"' not in arch.to_json() and "-0.0" not in arch.to_json()
+
+
+def test_arch_json_from_nas_train_carries_ignorable_metadata():
+    data = {**get_preset("efficientnet_b0_cifar").arch().to_dict(),
+            "num_classes": 10, "class_names": [f"c{i}" for i in range(10)]}
+    arch = Arch.from_dict(data)
+    assert arch.resolution == 32 and arch.stem_stride == 1
+    with pytest.raises(ArchError, match="unknown field 'colour'"):
+        Arch.from_dict({**data, "colour": 1})
+    with pytest.raises(ArchError, match="num_classes"):
+        Arch.from_dict({**data, "num_classes": "ten"})
+    with pytest.raises(ArchError, match="class_names"):
+        Arch.from_dict({**data, "class_names": [1, 2]})

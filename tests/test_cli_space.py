@@ -89,3 +89,62 @@ def test_info_json_shows_batch_norm_settings(capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["spec"]["bn_eps"] == 0.001 and info["spec"]["bn_momentum"] == 0.1
     assert "_eps0.001_" in info["arch"]
+
+
+def test_preset_typo_gets_did_you_mean_on_the_command_line(capsys):
+    assert space_main(["info", "efficientnet-b0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "did you mean 'efficientnet_b0'?" in err
+
+
+def test_info_on_a_search_space_says_how_to_sample_it(capsys, tmp_path):
+    assert space_main(["info", "mnasnet_cifar"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "search space" in err
+    assert "space sample mnasnet_cifar -n 5" in err
+    path = tmp_path / "mine.yaml"
+    path.write_text("base: efficientnet_b0\ndefaults: {kernel: [3, 5]}\n")
+    assert space_main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a search-space file" in err and f"space sample {path} -n 5" in err
+    as_json = tmp_path / "mine.json"
+    as_json.write_text(json.dumps({"base": "efficientnet_b0", "defaults": {"kernel": [3, 5]}}))
+    assert space_main(["info", str(as_json)]) == 2
+    assert f"space sample {as_json} -n 5" in capsys.readouterr().err
+
+
+def test_list_prints_whole_descriptions(capsys):
+    from space.search import SearchSpace
+
+    assert space_main(["list"]) == 0
+    flat = " ".join(capsys.readouterr().out.split())
+    for name in SearchSpace.names():
+        description = " ".join(SearchSpace.load(name).description.split())
+        assert description in flat, name
+    # The one that used to be cut inside its parenthesis:
+    assert "(preset efficientnet_b0_cifar: stride-1 stem, 2x2 map at the head)" in flat
+
+
+# "net_r32-stem_c16_s1-mb_k3_s2_e4_c24_l2_se0.25-head_c64" at 32 px, by hand: stem 3->16
+# 3x3 at 32x32: 32*32*16*27 = 442,368 MACs, 3*16*9 + 2*16 = 464 params. Block 1 (16 -> 64
+# -> 24, stride 2, SE 4): expand 32*32*64*16 = 1,048,576; depthwise 16*16*64*9 = 147,456;
+# SE 2*64*4 = 512; project 16*16*24*64 = 393,216. Block 2 (24 -> 96 -> 24 at 16x16, SE 6):
+# 589,824 + 221,184 + 1,152 + 589,824. Head 24 -> 64 at 16x16: 393,216. Classifier 64*n.
+TINY_JSON_ARCH = "net_r32-stem_c16_s1-mb_k3_s2_e4_c24_l2_se0.25-head_c64"
+TINY_MACS_WITHOUT_CLASSIFIER = (442_368 + 1_048_576 + 147_456 + 512 + 393_216
+                                + 589_824 + 221_184 + 1_152 + 589_824 + 393_216)
+
+
+def test_info_takes_num_classes_from_an_arch_json_written_by_nas_train(capsys, tmp_path):
+    path = tmp_path / "arch.json"
+    doc = {**Arch.from_string(TINY_JSON_ARCH).to_dict(), "num_classes": 10,
+           "class_names": [f"class{i}" for i in range(10)]}
+    path.write_text(json.dumps(doc))
+    assert space_main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_classes"] == 10
+    assert info["macs"] == TINY_MACS_WITHOUT_CLASSIFIER + 64 * 10
+    assert space_main(["info", str(path), "--json", "--num-classes", "100"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["num_classes"] == 100 and info["macs"] == TINY_MACS_WITHOUT_CLASSIFIER + 64 * 100

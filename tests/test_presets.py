@@ -83,3 +83,27 @@ def test_batch_norm_settings_follow_the_reference(name, eps):
 def test_v2_s_string_carries_its_epsilon():
     net = get_preset("efficientnet_v2_s").arch().to_string().split("-")[0]
     assert net == "net_r384_silu_dp0.2_eps0.001_mom0.1"
+
+
+@pytest.mark.parametrize("typed, meant", [
+    ("efficientnet-b0", "efficientnet_b0"), ("EfficientNet_B3", "efficientnet_b3"),
+    ("efficentnet_b2", "efficientnet_b2"), ("efficientnet-v2-s", "efficientnet_v2_s"),
+])
+def test_unknown_preset_names_get_a_did_you_mean(typed, meant):
+    from space import ArchError
+    from space.presets import resolve_arch
+
+    with pytest.raises(ArchError) as err:
+        resolve_arch(typed)
+    message = str(err.value)
+    assert f"did you mean '{meant}'?" in message and "\n" not in message
+    with pytest.raises(KeyError, match=f"did you mean '{meant}'"):
+        get_preset(typed)
+
+
+def test_search_space_name_is_not_an_arch():
+    from space import ArchError
+    from space.presets import resolve_arch
+
+    with pytest.raises(ArchError, match=r"'mnasnet_cifar' is a search space.*space sample mnasnet_cifar -n 5"):
+        resolve_arch("mnasnet_cifar")

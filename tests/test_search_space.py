@@ -342,3 +342,8 @@ def test_cifar_samples_build_and_run(name):
         model = space.build_model(arch, num_classes=10).eval()
         with torch.no_grad():
             assert model(x).shape == (2, 10)
+
+
+def test_misspelt_base_name_gets_a_did_you_mean():
+    with pytest.raises(SpaceError, match=r"did you mean 'efficientnet_b0'\?"):
+        SearchSpace.from_dict({"base": "efficientnet-b0", "defaults": {"kernel": [3, 5]}})
