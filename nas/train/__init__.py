@@ -25,6 +25,34 @@ Conventions
   whole time spent in `train`, over all resumed calls.
 * Images are training images consumed (``steps * batch_size`` up to a short last batch),
   summed over all processes.
+* Budgets are honoured in whole steps: ``images`` and ``epochs`` round up to the next
+  step, and a budget below one step trains one step with a `UserWarning` saying so.
+* Precision: ``Result.amp`` is the autocast mode that ran (``"bf16"``, ``"fp16"`` with a
+  gradient scaler, or ``"off"``), resolved from ``TrainConfig.amp`` for the device;
+  ``"bf16"`` on a CUDA GPU without native bf16 runs fp16 and warns.
+
+Checkpoints
+-----------
+A checkpoint (``train(checkpoint=...)``) records what makes a run that run: the
+architecture, the data (``Splits.info``: dataset, split seed, subset, validation share;
+the split sizes; ``Splits.fingerprint()`` of the training and validation images), the
+optimisation settings, world size, precision and seed. Continuing it with anything
+different raises `CheckpointMismatch`, which names every difference; only the budget may
+change. A run continued after its budget is met trains no further and returns its stored
+result, including a stored test result when the test split is the same.
+
+torch.compile
+-------------
+Dynamo caches compiled code per code object and gives up on one after
+``torch._dynamo.config.recompile_limit`` graphs, running it eagerly from then on without
+an error; every network `space.build_model` makes shares one ``forward``, so a process
+that trains many architectures would stop compiling after the eighth. A `train` call with
+``TrainConfig.compile`` therefore calls ``torch._dynamo.reset()`` before compiling. That
+drops the compiled code of every function in the process: other compiled modules the
+caller holds stay correct but compile again on their next call, so do not run them
+concurrently with `train` in other threads. ``Result.compiled`` reports whether the
+model really ran compiled, from dynamo's count of the graphs it produced during the
+first training step, not from the setting.
 
 Determinism
 -----------

@@ -110,7 +110,12 @@ class TrainConfig:
         channels_last: NHWC memory format; ``None`` means True on CUDA and CPU (on this
             project's 2-core Xeon, B0-cifar trains about 1.5-1.8x faster in NHWC than in
             NCHW: benchmarks/train_throughput.py), False on other devices.
-        compile: wrap the model in ``torch.compile`` (the first steps pay for compiling).
+        compile: wrap the model in ``torch.compile``: False, True (torch's default
+            backend, inductor, which on the CPU needs a C++ compiler) or the name of a
+            backend (``torch._dynamo.list_backends(exclude_tags=())``, e.g.
+            ``"aot_eager"``). The first step pays for compiling; a compiled `train` resets
+            torch._dynamo first (see `nas.train`), and ``Result.compiled`` says whether a
+            graph was really compiled.
         cudnn_benchmark: let cuDNN choose convolution algorithms by timing (CUDA only;
             restored when `train` returns).
         augment: random-crop (4-pixel padding) and horizontal-flip augmentation of the
@@ -135,7 +140,7 @@ class TrainConfig:
     grad_clip: float | None = None
     amp: str = "auto"
     channels_last: bool | None = None
-    compile: bool = False
+    compile: bool | str = False
     cudnn_benchmark: bool = True
     augment: bool = True
     eval_batch_size: int | None = None
@@ -176,6 +181,16 @@ class TrainConfig:
             positive_int("TrainConfig.num_threads", self.num_threads)
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             raise UserError(f"TrainConfig.seed must be an integer >= 0, got {self.seed!r}")
+        if not isinstance(self.compile, (bool, str)) or self.compile == "":
+            raise UserError(f"TrainConfig.compile must be True, False or a torch.compile backend name, "
+                            f"got {self.compile!r}")
+        if isinstance(self.compile, str):
+            import torch._dynamo  # only for a backend name: importing dynamo takes a while
+
+            known = torch._dynamo.list_backends(exclude_tags=())
+            if self.compile not in known:
+                raise UserError(f"TrainConfig.compile: {self.compile!r} is not a torch.compile backend "
+                                f"(known: {', '.join(known)})")
 
     def resolved_lr(self) -> float:
         """The peak learning rate: ``lr``, or the batch-size-scaled default."""

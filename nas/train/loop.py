@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+import torch._dynamo
 import torch.distributed as dist
 from torch import nn
 
@@ -43,6 +44,13 @@ _DEVICE_CHECK_EVERY = 16
 
 def _describe(arch: Arch | None, net: nn.Module) -> str:
     return arch.to_string() if arch is not None else type(net).__name__
+
+
+def _dynamo_graphs() -> int:
+    """Graphs torch.compile has produced in this process (dynamo's own count)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -253,8 +261,16 @@ class _Run:
                 gradient_as_bucket_view=True, broadcast_buffers=False)
         self.ema = EMA(net, config.ema_decay) if config.ema_decay is not None else None
         if config.compile:
-            model = torch.compile(model)
+            # Dynamo caches compiled code per code object, and every network `build_model`
+            # makes shares one `forward`: after `recompile_limit` (8) architectures in a
+            # process it silently runs them eagerly. Starting each compiled run from an
+            # empty cache keeps every architecture compiled (and frees the old graphs).
+            torch._dynamo.reset()
+            backend = "inductor" if config.compile is True else config.compile
+            model = torch.compile(model, backend=backend)
         self.model = model
+        self.compiled = False
+        self._probe_compile = bool(config.compile)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
         # --- data ---
@@ -451,8 +467,13 @@ class _Run:
         return self._result()
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        probe = self._probe_compile
+        if probe:
+            graphs = _dynamo_graphs()
         with autocast(self.amp, self.dev):
             logits = self.model(images)
+        if probe:
+            self._compile_verdict(_dynamo_graphs() > graphs)
         loss = self.criterion(logits.float(), labels)
         self.opt.zero_grad(set_to_none=True)
         clip = self.config.grad_clip
@@ -471,6 +492,13 @@ class _Run:
         if self.ema is not None:
             self.ema.update()
         return loss.detach()
+
+    def _compile_verdict(self, compiled: bool) -> None:
+        self._probe_compile = False
+        self.compiled = compiled
+        if not compiled and self.is_main:
+            warnings.warn(f"torch.compile produced no graph for {self.desc}, so it trains without compiling "
+                          "(TORCH_LOGS=graph_breaks,recompiles says why)", UserWarning, stacklevel=2)
 
     def _train_epoch(self) -> None:
         self.test_result = None  # of the weights before this epoch
@@ -658,6 +686,6 @@ class _Run:
             params=self.params, macs=self.macs, arch=self.arch.to_string() if self.arch else None,
             resolution=self.resolution, batch_size=self.config.batch_size, lr=self.lr,
             weight_decay=self.weight_decay, amp=self.amp, world_size=self.world,
-            resumed_epoch=self.resumed_epoch,
+            compiled=self.compiled, resumed_epoch=self.resumed_epoch,
             model=self._eval_module() if self.keep_model else None,
         )

@@ -79,6 +79,11 @@ class Result:
             ``"fp16"`` or ``"off"``, which can differ from ``TrainConfig.amp``, see
             `nas.train.device.resolve_amp`).
         world_size: number of processes.
+        compiled: True when ``TrainConfig.compile`` was asked for and torch.compile really
+            produced a graph of the model in this call's first training step (a model
+            with graph breaks, partly compiled, counts); False without compile, when
+            dynamo gave up (it then runs the model eagerly, and `train` warns) or when
+            this call took no step (a finished run resumed).
         resumed_epoch: epochs restored from a checkpoint at the start (0 for a fresh run).
         model: the trained network, only when `train` was called with
             ``keep_model=True``: the network trained (for a module argument, that module)
@@ -111,6 +116,7 @@ class Result:
     weight_decay: float = 0.0
     amp: str = "off"
     world_size: int = 1
+    compiled: bool = False
     resumed_epoch: int = 0
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
