@@ -106,7 +106,9 @@ class TrainConfig:
         grad_clip: clip the global gradient norm to this value; ``None`` disables it.
         amp: ``"auto"`` is bf16 autocast on CUDA GPUs with native bf16 (Ampere or newer,
             ROCm), else fp16 with a gradient scaler; off on other devices. ``"bf16"``
-            works on CUDA and CPU, ``"fp16"`` needs CUDA, ``"off"`` trains in fp32.
+            works on the CPU and on CUDA GPUs with native bf16; on older GPUs it runs
+            fp16 with a gradient scaler and warns. ``"fp16"`` needs CUDA, ``"off"``
+            trains in fp32. ``Result.amp`` says which ran.
         channels_last: NHWC memory format; ``None`` means True on CUDA and CPU (on this
             project's 2-core Xeon, B0-cifar trains about 1.5-1.8x faster in NHWC than in
             NCHW: benchmarks/train_throughput.py), False on other devices.
