@@ -2,7 +2,7 @@
 
 Importing `space` (and the descriptions, the codec, search spaces, the cost model and
 the ``space`` command) does not import torch: the builder names (`build_model`,
-`EfficientNet`) load `space.builder`, and with it torch, on first use.
+`create_model`, `EfficientNet`) load `space.builder`, and with it torch, on first use.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from .presets import get_preset, preset_names, resolve_arch
 from .search import SearchSpace, SpaceError
 
 if TYPE_CHECKING:
-    from .builder import EfficientNet, build_model
+    from .builder import EfficientNet, build_model, create_model
 
 __all__ = [
-    "Arch", "ArchError", "Stage", "make_divisible", "build_model", "EfficientNet",
+    "Arch", "ArchError", "Stage", "make_divisible", "build_model", "create_model", "EfficientNet",
     "Cost", "cost", "measure_latency", "get_preset", "preset_names", "resolve_arch",
     "SearchSpace", "SpaceError",
 ]
 
-_BUILDER_NAMES = ("build_model", "EfficientNet")
+_BUILDER_NAMES = ("build_model", "create_model", "EfficientNet")
 
 
 def __getattr__(name: str) -> Any:

@@ -80,9 +80,10 @@ def test_other_activations(tiny_arch, activation):
     assert model(torch.randn(1, 3, 16, 16)).shape == (1, 3)
 
 
-def test_bad_num_classes(tiny_arch):
+@pytest.mark.parametrize("bad", [-1, True, 2.0, "10"])
+def test_bad_num_classes(tiny_arch, bad):
     with pytest.raises(ValueError, match="num_classes"):
-        build_model(tiny_arch, num_classes=0)
+        build_model(tiny_arch, num_classes=bad)
 
 
 @pytest.mark.parametrize("num_classes", [10, 1000])
@@ -95,3 +96,80 @@ def test_initial_logits_are_order_one_for_any_class_count(num_classes):
     assert logits.std() < 1.0
     loss = nn.functional.cross_entropy(logits, torch.zeros(16, dtype=torch.long))
     assert loss == pytest.approx(torch.log(torch.tensor(float(num_classes))).item(), rel=0.25)
+
+
+# --- timm-style model API -------------------------------------------------------------
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_create_model_by_preset_name_like_timm():
+    import space
+
+    with torch.device("meta"):
+        model = space.create_model("efficientnet_b0", num_classes=10)
+    # Published B0 count at 1000 classes, less (1280 + 1) * (1000 - 10) classifier weights.
+    assert n_params(model) == 5_288_548 - 1281 * 990
+    assert model.num_features == 1280 and model.num_classes == 10
+
+
+def test_build_model_accepts_an_arch_a_preset_name_or_an_arch_string(tiny_arch):
+    from conftest import TINY
+
+    with torch.device("meta"):
+        by_name = build_model("efficientnet_b1")
+        by_string = build_model(TINY, num_classes=7)
+        by_arch = build_model(tiny_arch, num_classes=7)
+    assert n_params(by_name) == 7_794_184  # published efficientnet_b1 count
+    # TINY by hand: stem 3*8*9 + 16 = 232; MBConv 8 -> 16 -> 16 with SE 2: 8*16 + 32 +
+    # 16*9 + 32 + (16*2 + 2) + (2*16 + 16) + 16*16 + 32 = 706; Fused 16 -> 32 -> 24:
+    # 16*32*9 + 64 + 32*24 + 48 = 5,488; Fused 24 -> 48 -> 24: 24*48*9 + 96 + 48*24 + 48
+    # = 11,664; head 24*32 + 64 = 832; classifier 32*7 + 7 = 231.
+    assert n_params(by_string) == n_params(by_arch) == 232 + 706 + 5_488 + 11_664 + 832 + 231
+
+
+def test_forward_features_and_forward_head(tiny_arch):
+    model = build_model(tiny_arch, num_classes=7).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        pooled = model.forward_head(feats, pre_logits=True)
+        logits = model.forward_head(feats)
+        full = model(x)
+    assert feats.shape == (2, 32, 4, 4)  # head_c32; 16 px / (1 * 2 * 2)
+    assert pooled.shape == (2, 32) and model.num_features == 32
+    assert torch.allclose(pooled, feats.mean((2, 3)), atol=1e-6)
+    assert torch.allclose(logits, pooled @ model.classifier.weight.T + model.classifier.bias, atol=1e-5)
+    assert torch.allclose(full, logits, atol=1e-6)
+
+
+def test_reset_classifier(tiny_arch):
+    model = build_model(tiny_arch, num_classes=5).eval()
+    before = n_params(model)
+    model.reset_classifier(7)
+    assert n_params(model) - before == (32 + 1) * (7 - 5)
+    assert model.num_classes == 7 and model.get_classifier() is model.classifier
+    bound = 1 / 32 ** 0.5  # the builder's rule: uniform(+-1/sqrt(in_features)), zero bias
+    assert model.classifier.weight.abs().max() <= bound and torch.all(model.classifier.bias == 0)
+    assert model.classifier.weight.std() > bound / 4  # initialised, not zeros
+    with torch.no_grad():
+        assert model(torch.randn(3, 3, 16, 16)).shape == (3, 7)
+    model.reset_classifier(0)  # timm's convention: no classifier, pooled features out
+    assert n_params(model) == before - (32 + 1) * 5
+    with torch.no_grad():
+        assert model(torch.randn(3, 3, 16, 16)).shape == (3, 32)
+
+
+def test_create_model_options(tiny_arch):
+    import space
+    from space.errors import UserError
+
+    model = space.create_model(tiny_arch, num_classes=3, drop_rate=0.3, drop_path_rate=0.5)
+    assert model.dropout.p == 0.3 and model.arch.drop_path == 0.5
+    # Block 2 of 3 carries 0.5 * 2 / 3 (the only residual block: 24 -> 24, stride 1).
+    rates = [m.p for m in model.modules() if isinstance(m, StochasticDepth)]
+    assert rates == pytest.approx([0.5 * 2 / 3])
+    with pytest.raises(UserError, match="pretrained"):
+        space.create_model("efficientnet_b0", pretrained=True)
+    assert space.create_model(tiny_arch, num_classes=2, in_chans=1)(torch.randn(1, 1, 16, 16)).shape == (1, 2)
