@@ -153,10 +153,18 @@ def test_make_divisible_90_percent_rule():
     assert make_divisible(3) == 8
 
 
+# EfficientNet-B1 by hand: B0's channels (all multiples of 8, so width 1.0 keeps them) and
+# layers ceil(l * 1.1) = 2, 3, 3, 4, 4, 5, 2 at 240 px.
+B1 = ("net_r240_silu_dp0.2_eps0.00001_mom0.1-stem_c32_s2-mb_k3_s1_e1_c16_l2_se0.25-"
+      "mb_k3_s2_e6_c24_l3_se0.25-mb_k5_s2_e6_c40_l3_se0.25-mb_k3_s2_e6_c80_l4_se0.25-"
+      "mb_k5_s1_e6_c112_l4_se0.25-mb_k5_s2_e6_c192_l5_se0.25-mb_k3_s1_e6_c320_l2_se0.25-"
+      "head_c1280_do0.2")
+
+
 def test_resolve_arch_accepts_preset_string_and_file(tmp_path):
-    arch = get_preset("efficientnet_b1").arch()
-    assert resolve_arch("efficientnet_b1") == arch
-    assert resolve_arch(arch.to_string()) == arch
+    arch = resolve_arch("efficientnet_b1")
+    assert arch.to_string() == B1
+    assert resolve_arch(B1) == arch
     path = tmp_path / "a.json"
     path.write_text(arch.to_json())
     assert resolve_arch(str(path)) == arch

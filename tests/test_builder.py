@@ -7,9 +7,11 @@ from space.blocks import Block, SqueezeExciteModule, StochasticDepth
 from space.presets import get_preset
 
 
-@pytest.mark.parametrize("resolution", [16, 23, 32, 48])
+# TINY's total stride is 4 (stem 1, two stride-2 stages); padding k // 2 gives ceil(n / 2)
+# per stride: 23 -> 12 -> 6.
+@pytest.mark.parametrize("resolution, side", [(16, 4), (23, 6), (32, 8), (48, 12)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_output_shapes_at_several_resolutions(tiny_arch, resolution, channels_last):
+def test_output_shapes_at_several_resolutions(tiny_arch, resolution, side, channels_last):
     model = build_model(tiny_arch, num_classes=7).eval()
     x = torch.randn(3, 3, resolution, resolution)
     if channels_last:
@@ -19,8 +21,7 @@ def test_output_shapes_at_several_resolutions(tiny_arch, resolution, channels_la
         y = model(x)
         feats = model.forward_features(x)
     assert y.shape == (3, 7)
-    side = tiny_arch.replace(resolution=max(resolution, tiny_arch.total_stride)).final_resolution(resolution)
-    assert feats.shape == (3, tiny_arch.head_channels, side, side)
+    assert feats.shape == (3, 32, side, side)
     assert torch.isfinite(y).all()
 
 
@@ -59,7 +60,14 @@ def test_block_structure_follows_the_description():
     fused4 = [m for m in blocks[4].layers.modules() if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in fused4] == [96, 6, 96, 32]  # conv, SE fc1/fc2, projection
     assert isinstance(model.dropout, nn.Dropout) and model.dropout.p == 0.1
-    assert sum(p.numel() for p in model.parameters()) == cost(arch).params
+    # Parameters by hand (conv weights + BN scale and shift; SE convs with biases):
+    # stem 3*16*9 + 32 = 464; MBConv e1 k5 on 16 with SE 4: 16*25 + 32 + (16*4 + 4) +
+    # (4*16 + 16) + 16*16 + 32 = 868, twice; MBConv 16 -> 64 -> 24: 16*64 + 128 + 64*9 + 128
+    # + 64*24 + 48 = 3,440; Fused e1 24 -> 24: 24*24*9 + 48 = 5,232; Fused 24 -> 96 -> 32
+    # with SE 6: 24*96*9 + 192 + (96*6 + 6) + (6*96 + 96) + 96*32 + 64 = 25,318; head 32*64
+    # + 128 = 2,176; classifier 64*1000 + 1000 = 65,000.
+    expected = 464 + 2 * 868 + 3_440 + 5_232 + 25_318 + 2_176 + 65_000
+    assert sum(p.numel() for p in model.parameters()) == expected == cost(arch).params
 
 
 def test_stochastic_depth_drops_whole_samples_only_in_training():
@@ -74,10 +82,15 @@ def test_stochastic_depth_drops_whole_samples_only_in_training():
     assert torch.equal(layer.eval()(x), x)
 
 
-@pytest.mark.parametrize("activation", ["relu", "relu6", "hardswish", "gelu"])
-def test_other_activations(tiny_arch, activation):
+@pytest.mark.parametrize("activation, module", [
+    ("relu", nn.ReLU), ("relu6", nn.ReLU6), ("hardswish", nn.Hardswish), ("gelu", nn.GELU)])
+def test_other_activations(tiny_arch, activation, module):
     model = build_model(tiny_arch.replace(activation=activation), num_classes=3).eval()
     assert model(torch.randn(1, 3, 16, 16)).shape == (1, 3)
+    # TINY has 7 activations: stem; MBConv expand, depthwise and SE; one per Fused block
+    # (the projection has none); head.
+    acts = [m for m in model.modules() if isinstance(m, (nn.SiLU, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.GELU))]
+    assert len(acts) == 7 and all(type(m) is module for m in acts)
 
 
 @pytest.mark.parametrize("bad", [-1, True, 2.0, "10"])

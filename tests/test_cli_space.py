@@ -4,7 +4,10 @@ import sys
 
 import pytest
 
-from space import Arch, cost
+import torch
+
+from space import Arch, SearchSpace, build_model
+from thop_util import thop_conv_linear_macs
 from space.cli import main as space_main
 from scaling.cli import main as scaling_main
 
@@ -46,7 +49,11 @@ def test_info_options(capsys, tmp_path):
     assert space_main(["info", str(path), "--json", "--num-classes", "10", "--resolution", "64"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["resolution"] == 64 and info["num_classes"] == 10
-    assert info["macs"] == cost(Arch.from_string(info["arch"]), num_classes=10).macs
+    # By hand at 64 px: stem 64*64*16*27; block 1 expand 64*64*64*16, depthwise (stride 2)
+    # 32*32*64*9, SE 2*64*4, project 32*32*24*64; block 2 expand 32*32*96*24, depthwise
+    # 32*32*96*9, SE 2*96*6, project 32*32*24*96; head 32*32*64*24; classifier 64*10.
+    assert info["macs"] == (1_769_472 + 4_194_304 + 589_824 + 512 + 1_572_864 + 2_359_296
+                            + 884_736 + 1_152 + 2_359_296 + 1_572_864 + 640) == 15_304_960
     assert space_main(["info", "efficientnet_b0", "--num-classes", "0"]) == 2
     assert "--num-classes" in capsys.readouterr().err
 
@@ -56,8 +63,14 @@ def test_sample_json_lines(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4
     docs = [json.loads(line) for line in lines]
+    space = SearchSpace.load("mnasnet_cifar")
     for doc in docs:
-        assert cost(Arch.from_string(doc["arch"])).macs == doc["macs"]
+        arch = Arch.from_string(doc["arch"])
+        assert space.decode(doc["choices"]) == arch  # the printed choices make the printed arch
+        with torch.device("meta"):
+            model = build_model(arch, num_classes=1000)
+        assert doc["macs"] == thop_conv_linear_macs(model, 32)
+        assert doc["params"] == sum(p.numel() for p in model.parameters())
     assert space_main(["sample", "mnasnet_cifar", "-n", "4", "--seed", "3", "--json"]) == 0
     assert capsys.readouterr().out.splitlines() == lines
 

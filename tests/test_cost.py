@@ -67,6 +67,12 @@ def test_per_part_costs_add_up():
     assert sum(p.macs for p in c.parts) == c.macs
     assert sum(p.params for p in c.parts) == c.params
     assert [p.out_resolution for p in c.parts] == [112, 112, 56, 28, 14, 14, 7, 7, 7]
+    # By hand: stem 3 -> 32, 3x3, stride 2 at 224: 112*112*32*27 MACs, 32*27 + 2*32 params;
+    # head 320 -> 1280 1x1 at 7x7 plus the 1280 x 1000 classifier.
+    stem, head = c.parts[0], c.parts[-1]
+    assert (stem.macs, stem.params) == (10_838_016, 928)
+    assert head.macs == 7 * 7 * 1280 * 320 + 1280 * 1000 == 21_350_400
+    assert head.params == 320 * 1280 + 2 * 1280 + 1281 * 1000
 
 
 def test_resolution_and_classes_change_macs_as_expected():

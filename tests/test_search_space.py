@@ -19,6 +19,12 @@ from space.search import FIELDS, SearchSpace, SpaceError
 
 SHIPPED = ["mnasnet", "mnasnet_cifar", "v2", "v2_cifar"]
 
+# EfficientNet-B0 as Tan & Le (2019) Table 1 gives it, written out by hand.
+B0 = ("net_r224_silu_dp0.2_eps0.00001_mom0.1-stem_c32_s2-mb_k3_s1_e1_c16_l1_se0.25-"
+      "mb_k3_s2_e6_c24_l2_se0.25-mb_k5_s2_e6_c40_l2_se0.25-mb_k3_s2_e6_c80_l3_se0.25-"
+      "mb_k5_s1_e6_c112_l3_se0.25-mb_k5_s2_e6_c192_l4_se0.25-mb_k3_s1_e6_c320_l1_se0.25-"
+      "head_c1280_do0.2")
+
 # A tiny space for brute-force checks: 2 stages, clamping (layers -1 on a 1-layer stage)
 # and rounding (width 0.75 / 1.0 on 16 channels both give 16) make choices collide.
 TINY = {
@@ -56,11 +62,17 @@ def test_load_shipped(name):
 
 
 def test_shipped_bases():
-    assert SearchSpace.load("mnasnet").base == get_preset("efficientnet_b0").arch()
-    assert SearchSpace.load("mnasnet_cifar").base == get_preset("efficientnet_b0_cifar").arch()
-    assert SearchSpace.load("v2").base == get_preset("efficientnet_v2_s").arch()
+    assert SearchSpace.load("mnasnet").base.to_string() == B0
+    # B0 for CIFAR: the same stages and head at 32 px with a stride-1 stem.
+    cifar = B0.replace("net_r224", "net_r32").replace("stem_c32_s2", "stem_c32_s1")
+    assert SearchSpace.load("mnasnet_cifar").base.to_string() == cifar
+    v2s = SearchSpace.load("v2").base
+    # EfficientNetV2-S (Tan & Le 2021, Table 4): 384 px, BN eps 1e-3, layers 2,4,4,6,9,15.
+    assert (v2s.resolution, v2s.bn_eps, v2s.stem_channels) == (384, 1e-3, 24)
+    assert [(s.block, s.channels, s.layers) for s in v2s.stages] == [
+        ("fused_mbconv", 24, 2), ("fused_mbconv", 48, 4), ("fused_mbconv", 64, 4),
+        ("mbconv", 128, 6), ("mbconv", 160, 9), ("mbconv", 256, 15)]
     v2c = SearchSpace.load("v2_cifar").base
-    v2s = get_preset("efficientnet_v2_s").arch()
     assert v2c.resolution == 32 and v2c.stem_stride == 1
     assert v2c.final_resolution() >= 2
     assert v2c.num_blocks < v2s.num_blocks
@@ -86,26 +98,52 @@ def test_decode_applies_fields():
               "s2.width": 0.75}
     arch = s.decode(params)
     s1, s2 = arch.stages
-    assert s1 == Stage("mbconv", 5, 1, 1, Stage.adjust_channels(16, 1.25), 2, 0.0)
-    assert s2 == Stage("fused_mbconv", 3, 2, 4, Stage.adjust_channels(24, 0.75), 1, 0.25)
+    # 16 * 1.25 = 20 rounds to 24; 24 * 0.75 = 18 would round to 16, below 90% of 18: 24.
+    assert s1 == Stage("mbconv", 5, 1, 1, 24, 2, 0.0)
+    assert s2 == Stage("fused_mbconv", 3, 2, 4, 24, 1, 0.25)
     # Layers are clamped to >= 1.
     assert s.decode({**params, "s1.layers": -1}).stages[0].layers == 1
     # Everything outside the stages comes from the base.
     assert arch.replace(stages=s.base.stages) == s.base
 
 
-@pytest.mark.parametrize("name", ["mnasnet_cifar", "v2"])
-def test_suggest_with_optuna_trial(name):
-    s = SearchSpace.load(name)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(3):
-        trial = study.ask()
-        arch = s.suggest(trial)
-        assert set(trial.params) == set(s.dimensions())
-        assert "s3.kernel" in trial.params and "s3.layers" in trial.params
-        assert "s3.width" in trial.params
-        assert s.decode(trial.params) == arch
-        study.tell(trial, 0.0)
+def test_suggest_asks_the_trial_and_builds_the_hand_written_arch():
+    s = SearchSpace.from_dict(TINY)
+    params = {"s1.kernel": 5, "s1.se": 0, "s1.layers": 1, "s1.width": 1.25,
+              "s2.block": "fused_mbconv", "s2.kernel": 3, "s2.expand": 4, "s2.layers": -1,
+              "s2.width": 0.75}
+    trial = optuna.trial.FixedTrial(params)
+    arch = s.suggest(trial)
+    assert trial.params == params
+    assert arch.to_string() == (
+        "net_r32_silu_dp0_eps0.00001_mom0.1-stem_c16_s1-mb_k5_s1_e1_c24_l2_se0-"
+        "fmb_k3_s2_e4_c24_l1_se0.25-head_c64_do0")
+
+
+def test_suggest_on_a_shipped_space():
+    s = SearchSpace.load("mnasnet_cifar")
+    params = {}
+    for i in range(1, 8):
+        params.update({f"s{i}.kernel": 5, f"s{i}.se": 0, f"s{i}.width": 1.25})
+        if i > 1:
+            params[f"s{i}.expand"] = 4
+        if i > 1:
+            params[f"s{i}.layers"] = 1
+    arch = s.suggest(optuna.trial.FixedTrial(params))
+    # B0-cifar with kernel 5, no SE, expansion 4 (stage 1 keeps 1), one more layer (stage 1
+    # fixed) and channels x1.25: 16, 24, 40, 80, 112, 192, 320 -> 20, 30, 50, 100, 140,
+    # 240, 400 -> rounded to multiples of 8: 24, 32, 48, 104, 144, 240, 400.
+    assert arch.to_string() == (
+        "net_r32_silu_dp0.2_eps0.00001_mom0.1-stem_c32_s1-mb_k5_s1_e1_c24_l1_se0-"
+        "mb_k5_s2_e4_c32_l3_se0-mb_k5_s2_e4_c48_l3_se0-mb_k5_s2_e4_c104_l4_se0-"
+        "mb_k5_s1_e4_c144_l4_se0-mb_k5_s2_e4_c240_l5_se0-mb_k5_s1_e4_c400_l2_se0-"
+        "head_c1280_do0.2")
+
+
+# TINY's decoded values by hand: layers max(1, base + delta) with base 1 and 2; channels
+# make_divisible(c * w, 8) on 16 and 24 channels.
+TINY_LAYERS = ({-1: 1, 0: 1, 1: 2}, {-1: 1, 0: 2, 1: 3})
+TINY_CHANNELS = ({0.75: 16, 1.0: 16, 1.25: 24}, {0.75: 24, 1.0: 24, 1.25: 32})
 
 
 def test_suggest_inside_optimize_and_distributions():
@@ -118,13 +156,20 @@ def test_suggest_inside_optimize_and_distributions():
         return arch.num_blocks
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    study.optimize(objective, n_trials=5)
+    study.optimize(objective, n_trials=8)
     for params, arch in seen:
-        assert s.decode(params) == arch
+        for i, stage in enumerate(arch.stages):
+            p = f"s{i + 1}."
+            assert stage.kernel == params[p + "kernel"]
+            assert stage.layers == TINY_LAYERS[i][params[p + "layers"]]
+            assert stage.channels == TINY_CHANNELS[i][params[p + "width"]]
+        assert arch.stages[0].se == params["s1.se"] and arch.stages[0].expand == 1
+        assert arch.stages[1].block == params["s2.block"]
+        assert arch.stages[1].expand == params["s2.expand"] and arch.stages[1].se == 0.25
     # Ask-and-tell with fixed distributions gives the same parameter names.
     trial = study.ask(s.distributions())
-    assert set(trial.params) == set(s.dimensions())
-    s.decode(trial.params)
+    assert set(trial.params) == {"s1.kernel", "s1.se", "s1.layers", "s1.width", "s2.block",
+                                 "s2.kernel", "s2.expand", "s2.layers", "s2.width"}
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -156,6 +201,13 @@ def test_sample_rng_types():
     s = SearchSpace.from_dict(TINY)
     for rng in (None, 0, np.random.default_rng(0), np.random.RandomState(0), random.Random(0)):
         assert isinstance(s.sample(rng), Arch)
+    # Documented: an int seed is fed to numpy.random.default_rng.
+    assert s.sample_params(5) == s.sample_params(np.random.default_rng(5))
+    # Each kind of generator draws choice k as index k: RandomState(0).randint(2) etc.
+    expected = np.random.RandomState(3)
+    draws = s.sample_params(np.random.RandomState(3))
+    for name, choices in s.dimensions().items():
+        assert draws[name] == choices[expected.randint(len(choices))]
     with pytest.raises(TypeError):
         s.sample("seed")
 
@@ -180,6 +232,9 @@ def test_size_equals_brute_force_count():
     dims = s.dimensions()
     archs = {s.decode(dict(zip(dims, values))) for values in itertools.product(*dims.values())}
     assert s.size() == len(archs)
+    # By hand: stage 1 kernel 2 x se 2 x layers {1, 2} x channels {16, 24} = 16; stage 2
+    # kernel 2 x layers {1, 2, 3} x channels {24, 32} x expand 2 x block 2 = 48.
+    assert s.size() == 16 * 48 == 768
     # Collisions really happen here, so the product of choice counts is larger.
     assert s.size() < int(np.prod([len(c) for c in dims.values()]))
 
