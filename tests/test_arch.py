@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from space import Arch, ArchError, Stage, make_divisible
 from space.errors import UserError
@@ -175,8 +176,6 @@ def test_resolve_arch_accepts_preset_string_and_file(tmp_path):
 
 
 # --- the string form round-trips every valid description --------------------------------
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
 
 _unit = st.floats(min_value=0.0, max_value=1.0, exclude_max=True, allow_nan=False)
 _tiny = st.sampled_from([5e-5, 1e-7, 1e-12, 5e-324, 2.5e-300, 0.1 + 0.2, 1 / 3])
