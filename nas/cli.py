@@ -65,7 +65,7 @@ def _arch_record(arch, splits) -> dict:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .data import make_splits
-    from .train import Budget, TrainConfig, TrainingFailed, train
+    from .train import Budget, CheckpointMismatch, TrainConfig, TrainingFailed, train
 
     # Everything is checked before anything is written: a refused run leaves --out as it was.
     out = Path(args.out)
@@ -100,6 +100,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result = train(arch, splits, budget, config, checkpoint=out / "checkpoint.pt",
                        resume=not args.restart, progress=not args.quiet, evaluate_test=args.test,
                        callback=write_arch)
+    except CheckpointMismatch as err:
+        raise UserError(f"--out {out}: its checkpoint {err.reason}; pass --restart to start over "
+                        "there, or choose another --out") from None
     except TrainingFailed as err:
         raise UserError(f"training failed: {err}") from None
     summary = {
