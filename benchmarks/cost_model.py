@@ -15,17 +15,14 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from space import build_model, cost, get_preset  # noqa: E402
-from space.cost import _cost  # noqa: E402
-from space.search import SearchSpace  # noqa: E402
-from thop_util import thop_conv_linear_macs  # noqa: E402
+from space import build_model, cost, get_preset
+from space.cost import _cost
+from space.search import SearchSpace
+from space.thop_reference import thop_conv_linear_macs
 
 
 def agreement(space_name: str, samples: int, seed: int) -> dict:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from space import Arch, SearchSpace, build_model
-from thop_util import thop_conv_linear_macs
+from space.thop_reference import thop_conv_linear_macs
 from space.cli import main as space_main
 from scaling.cli import main as scaling_main
 

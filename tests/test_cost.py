@@ -8,7 +8,7 @@ from torch import nn
 
 from space import Arch, Stage, build_model, cost, measure_latency
 from space.presets import get_preset
-from thop_util import thop_conv_linear_macs
+from space.thop_reference import thop_conv_linear_macs
 
 
 def random_arch(rng: random.Random) -> Arch:

@@ -1,10 +1,15 @@
-"""What thop attributes to Conv2d and Linear modules: the reference the cost model must equal."""
+"""What thop attributes to Conv2d and Linear modules: the independent reference that the
+analytic cost model (`space.cost`) must equal, used by the tests and benchmarks/cost_model.py.
+
+Imports torch and thop, so `space` never imports this module itself."""
 
 from __future__ import annotations
 
 import thop
 import torch
 from torch import nn
+
+__all__ = ["thop_conv_linear_macs"]
 
 
 def thop_conv_linear_macs(model: nn.Module, resolution: int, device: str = "meta") -> int:
