@@ -79,6 +79,13 @@ class ArchError(UserError):
 BLOCK_KINDS: dict[str, str] = {"mbconv": "mb", "fused_mbconv": "fmb"}
 _TOKEN_TO_BLOCK = {token: kind for kind, token in BLOCK_KINDS.items()}
 
+# Upper bounds far beyond any real network (EfficientNetV2-L: 25 layers in a stage, 640
+# channels, 480 pixels), so that a typo or a runaway multiplier (``--depth 1e300``) is refused
+# at once instead of building a description that never finishes unrolling.
+MAX_LAYERS = 1000
+MAX_CHANNELS = 1 << 16
+MAX_RESOLUTION = 1 << 14
+
 ACTIVATIONS = ("silu", "relu", "relu6", "hardswish", "gelu")
 
 
@@ -92,6 +99,13 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     if rounded < 0.9 * value:
         rounded += divisor
     return int(rounded)
+
+
+def _shown(value: Any) -> str:
+    """``repr`` for messages, with huge integers (a runaway multiplier) in short form."""
+    if _is_int(value) and abs(value) >= 10**12:
+        return f"about {float(value):.3g}"
+    return repr(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -165,10 +179,11 @@ class Stage:
             raise ArchError(f"{where}: stride must be 1 or 2, got {self.stride!r}")
         if not _is_finite(self.expand) or self.expand < 1:
             raise ArchError(f"{where}: expand must be a number >= 1, got {self.expand!r}")
-        if not _is_int(self.channels) or self.channels <= 0:
-            raise ArchError(f"{where}: channels must be a positive integer, got {self.channels!r}")
-        if not _is_int(self.layers) or self.layers < 1:
-            raise ArchError(f"{where}: layers must be an integer >= 1, got {self.layers!r}")
+        if not _is_int(self.channels) or not 0 < self.channels <= MAX_CHANNELS:
+            raise ArchError(
+                f"{where}: channels must be an integer from 1 to {MAX_CHANNELS}, got {_shown(self.channels)}")
+        if not _is_int(self.layers) or not 1 <= self.layers <= MAX_LAYERS:
+            raise ArchError(f"{where}: layers must be an integer from 1 to {MAX_LAYERS}, got {_shown(self.layers)}")
         if not _is_number(self.se) or not 0 <= self.se < 1:
             raise ArchError(f"{where}: se must be in [0, 1), got {self.se!r}")
         # Normalise so that e6 and e6.0 are the same description (equal, same hash, same
@@ -282,15 +297,15 @@ class Arch:
         for i, stage in enumerate(stages, 1):
             if not isinstance(stage, Stage):
                 raise ArchError(f"arch: stage {i} must be a Stage, got {type(stage).__name__}")
-        if not _is_int(self.stem_channels) or self.stem_channels <= 0:
+        if not _is_int(self.stem_channels) or not 0 < self.stem_channels <= MAX_CHANNELS:
             raise ArchError(
-                f"arch: stem_channels must be a positive integer, got {self.stem_channels!r}"
+                f"arch: stem_channels must be an integer from 1 to {MAX_CHANNELS}, got {_shown(self.stem_channels)}"
             )
         if not _is_int(self.stem_stride) or self.stem_stride not in (1, 2):
             raise ArchError(f"arch: stem_stride must be 1 or 2, got {self.stem_stride!r}")
-        if not _is_int(self.head_channels) or self.head_channels <= 0:
+        if not _is_int(self.head_channels) or not 0 < self.head_channels <= MAX_CHANNELS:
             raise ArchError(
-                f"arch: head_channels must be a positive integer, got {self.head_channels!r}"
+                f"arch: head_channels must be an integer from 1 to {MAX_CHANNELS}, got {_shown(self.head_channels)}"
             )
         if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
             raise ArchError(f"arch: dropout must be in [0, 1), got {self.dropout!r}")
@@ -304,8 +319,9 @@ class Arch:
             raise ArchError(f"arch: bn_eps must be a positive number, got {self.bn_eps!r}")
         if not _is_number(self.bn_momentum) or not 0 < self.bn_momentum <= 1:
             raise ArchError(f"arch: bn_momentum must be in (0, 1], got {self.bn_momentum!r}")
-        if not _is_int(self.resolution) or self.resolution <= 0:
-            raise ArchError(f"arch: resolution must be a positive integer, got {self.resolution!r}")
+        if not _is_int(self.resolution) or not 0 < self.resolution <= MAX_RESOLUTION:
+            raise ArchError(
+                f"arch: resolution must be an integer from 1 to {MAX_RESOLUTION}, got {_shown(self.resolution)}")
         if self.resolution < self.total_stride:
             raise ArchError(
                 f"arch: resolution {self.resolution} is too small for the total stride "

@@ -118,3 +118,16 @@ def test_b1_to_b7_exist_in_a_bare_checkout():
     # B7: width 2.0, depth 3.1 at 600 px: stem 64, layers ceil(l * 3.1), head 2560.
     assert b7.resolution == 600 and b7.stem_channels == 64 and b7.head_channels == 2560
     assert [s.layers for s in b7.stages] == [4, 7, 7, 10, 10, 13, 4]
+
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--depth", "1e300", "layers must be an integer from 1 to 1000, got about 1e+300"),
+    ("--width", "1e9", "channels must be an integer from 1 to 65536"),
+    ("--resolution", "100000", "resolution must be an integer from 1 to 16384"),
+])
+def test_runaway_multipliers_are_refused_at_once(flag, value, needle):
+    """A description with 10^300 layers used to pass validation and never finish unrolling."""
+    proc = subprocess.run([sys.executable, "-m", "scaling", "scale", "efficientnet_b0", flag, value],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert needle in proc.stderr and proc.stderr.count("\n") == 1
