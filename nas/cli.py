@@ -63,6 +63,20 @@ def _arch_record(arch, splits) -> dict:
     return {**arch.to_dict(), "num_classes": splits.num_classes, "class_names": list(splits.train.classes)}
 
 
+def _recipe_overrides(args: argparse.Namespace) -> dict:
+    """The settings given on the command line, which override the recipe's."""
+    overrides = dict(device=args.device, seed=args.seed, compile=args.compile, num_threads=args.threads,
+                     eval_flip=args.tta)
+    for name in ("batch_size", "optimizer", "lr"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    if args.no_ema:
+        overrides["ema_decay"] = None
+    elif args.ema is not None:
+        overrides["ema_decay"] = args.ema
+    return overrides
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .data import make_splits
     from .train import Budget, CheckpointMismatch, TrainConfig, TrainingFailed, train
@@ -73,20 +87,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     arch = resolve_arch(args.arch)
     if args.resolution is not None:
         arch = arch.replace(resolution=args.resolution)
-    if not 0 < args.val_fraction < 1:
+    if args.val_fraction is not None and not 0 < args.val_fraction < 1:
         raise UserError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    if args.val_fraction is not None and args.val_size is not None:
+        raise UserError("give --val-size or --val-fraction, not both")
     if args.ema is not None and not 0 < args.ema < 1:
         raise UserError(f"--ema must be between 0 and 1, got {args.ema}")
+    if args.ema is not None and args.no_ema:
+        raise UserError("give --ema or --no-ema, not both")
     if args.epochs is None and args.seconds is None and args.images is None:
         args.epochs = 10
     budget = Budget(epochs=args.epochs, seconds=args.seconds, images=args.images)
-    config = TrainConfig(batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                         device=args.device, seed=args.seed, compile=args.compile,
-                         ema_decay=None if args.no_ema else (args.ema or TrainConfig.ema_decay),
-                         num_threads=args.threads)
-    splits = make_splits(args.dataset, val_fraction=args.val_fraction, subset=args.subset,
-                         split_seed=args.split_seed, with_test=args.test, root=args.data_root,
-                         download=not args.no_download)
+    config = TrainConfig.for_recipe(args.recipe, **_recipe_overrides(args))
+    splits = make_splits(args.dataset, val_size=args.val_size, val_fraction=args.val_fraction,
+                         subset=args.subset, split_seed=args.split_seed, with_test=args.test,
+                         root=args.data_root, download=not args.no_download)
     # Under torchrun every process runs this command; only rank 0 writes and prints.
     is_main = int(os.environ.get("RANK", "0")) == 0
     record = _arch_record(arch, splits)
@@ -109,6 +124,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "arch": arch.to_string(),
         "dataset": args.dataset,
         "val_acc": result.val_acc,
+        "val_acc_se": round(result.val_acc_se, 4),
         "best_val_acc": result.best_val_acc,
         "epochs": round(result.epochs, 4),
         "seconds": round(result.seconds, 2),
@@ -117,6 +133,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "params": result.params,
         "macs": result.macs,
         "device": result.device,
+        "recipe": result.recipe,
+        "batch_size": result.batch_size,
+        "lr": round(result.lr, 6),
         "seed": args.seed,
         "split_seed": args.split_seed,
         "train_size": len(splits.train),
@@ -132,8 +151,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _non_negative_int(name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{name} must be >= 0, got {text}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .data.load import DEFAULT_VAL_SIZE
     from .train import TrainConfig
+    from .train.config import RECIPES
 
     parser = argparse.ArgumentParser(prog="nas", description="Train and search architectures.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,16 +180,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs to train (default 10 when no other budget is given)")
     t.add_argument("--seconds", type=_positive(float, "--seconds"), default=None, help="wall-clock budget")
     t.add_argument("--images", type=_positive(int, "--images"), default=None, help="budget in training images seen")
+    t.add_argument("--recipe", choices=list(RECIPES), default="proxy",
+                   help="proxy (default): SGD, one-cycle, no EMA or regularisers, batch adapted to the "
+                        "data, learns in a few hundred steps; paper: the EfficientNet paper's RMSProp "
+                        "recipe, for training a chosen model fully. Flags below override single settings")
     t.add_argument("--subset", type=_positive(int, "--subset"), default=None,
-                   help="use a stratified subset of N training images (before the validation split)")
-    t.add_argument("--val-fraction", type=float, default=0.1, help="validation share carved from train (0.1)")
-    t.add_argument("--batch-size", type=_positive(int, "--batch-size"), default=128)
-    t.add_argument("--optimizer", choices=["rmsprop", "sgd"], default="rmsprop")
+                   help="train on a stratified subset of N images (drawn after the validation split)")
+    t.add_argument("--val-size", type=_non_negative_int("--val-size"), default=None,
+                   help=f"validation images held out of the training split before --subset is drawn, the "
+                        f"same for every subset and seed (default {DEFAULT_VAL_SIZE}, at most a fifth of it)")
+    t.add_argument("--val-fraction", type=float, default=None,
+                   help="the validation split as a share of the training split instead of --val-size")
+    t.add_argument("--batch-size", type=_positive(int, "--batch-size"), default=None,
+                   help="global batch (default: proxy adapts it to the data, paper 128)")
+    t.add_argument("--optimizer", choices=["rmsprop", "sgd"], default=None,
+                   help="default: the recipe's (proxy sgd, paper rmsprop)")
     t.add_argument("--lr", type=_positive(float, "--lr"), default=None,
-                   help="peak learning rate (default: scaled with batch size)")
+                   help="peak learning rate (default: the recipe's, scaled with the batch size)")
     t.add_argument("--ema", type=float, default=None,
-                   help=f"EMA decay of the weights (default {TrainConfig.ema_decay}, warm-up adjusted)")
+                   help=f"EMA decay of the weights (default: proxy none, paper {TrainConfig.ema_decay}, "
+                        "warm-up adjusted)")
     t.add_argument("--no-ema", action="store_true", help="evaluate the raw weights, no EMA")
+    t.add_argument("--tta", action="store_true",
+                   help="evaluate each image and its mirror image and average the logits")
     t.add_argument("--threads", type=_positive(int, "--threads"), default=None,
                    help="CPU threads (default: torch's choice)")
     t.add_argument("--resolution", type=int, default=None, help="train at this input side instead of the arch's")

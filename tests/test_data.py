@@ -445,12 +445,13 @@ def _rows(d: ImageData) -> set[bytes]:
     return {bytes(img.numpy().tobytes()) for img in d.images}
 
 
-def test_make_splits_subset_then_val_without_overlap():
+def test_make_splits_val_first_then_subset_without_overlap():
     splits = make_splits("synthetic:1000", subset=300, val_fraction=0.1, split_seed=5)
     assert isinstance(splits, Splits) and splits.test is None
-    assert len(splits.train) == 270 and len(splits.val) == 30
-    assert torch.bincount(splits.val.labels).tolist() == [3] * 10
-    assert torch.bincount(splits.train.labels).tolist() == [27] * 10
+    # validation is 10% of all 1000 training images, the subset then 300 of the other 900
+    assert len(splits.train) == 300 and len(splits.val) == 100
+    assert torch.bincount(splits.val.labels).tolist() == [10] * 10
+    assert torch.bincount(splits.train.labels).tolist() == [30] * 10
     assert _rows(splits.train).isdisjoint(_rows(splits.val))
     assert _rows(splits.train) | _rows(splits.val) <= _rows(load_dataset("synthetic:1000"))  # drawn from it
     assert splits.num_classes == 10 and splits.image_size == 32
@@ -489,10 +490,14 @@ def test_make_splits_reads_test_only_when_asked(tmp_path, monkeypatch):
 def test_make_splits_errors():
     with pytest.raises(DataError, match="val_fraction"):
         make_splits("synthetic:100", val_fraction=1.0)
-    with pytest.raises(DataError, match="subset must be between 1 and 100"):
-        make_splits("synthetic:100", subset=101)
+    with pytest.raises(DataError, match="subset must be between 1 and 80"):  # 100 - 20 held out
+        make_splits("synthetic:100", subset=81)
     with pytest.raises(DataError, match="empty validation split"):
-        make_splits("synthetic:100", subset=10, val_fraction=0.01)
+        make_splits("synthetic:100", subset=10, val_fraction=0.001)
+    with pytest.raises(DataError, match="not both"):
+        make_splits("synthetic:100", val_size=10, val_fraction=0.1)
+    with pytest.raises(DataError, match="leaves no training images"):
+        make_splits("synthetic:100", val_size=100)
 
 
 # --------------------------------------------------------------------------------------

@@ -39,17 +39,19 @@ def test_subset_smaller_than_the_number_of_classes_is_refused():
     assert "\n" not in str(info.value)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        splits = make_splits("synthetic:100", subset=20, val_fraction=0.5)  # 2 per class: all honoured
+        splits = make_splits("synthetic:100", subset=10, val_fraction=0.1)  # 1 per class each: honoured
     assert torch.bincount(splits.train.labels).tolist() == [1] * 10
     assert torch.bincount(splits.val.labels).tolist() == [1] * 10
 
 
 def test_subset_that_leaves_a_rare_class_out_warns(tmp_path):
-    # 20 images of "a", 1 of "b": a proportional subset of 10 has 10 * 1/21 < 0.5 "b".
-    write_folder(tmp_path / "rare", {"a": 20, "b": 1})
+    # 40 images of "a", 2 of "b"; validation holds out 2 "a" (2 * 40/42 = 1.9, 2 * 2/42 = 0.1),
+    # so 38 "a" and 2 "b" remain, and a proportional subset of 10 has 10 * 2/40 = 0.5: no "b"
+    # under largest-remainder rounding with ties to the lower class.
+    write_folder(tmp_path / "rare", {"a": 40, "b": 2})
     with pytest.warns(UserWarning, match=r"subset of 10 images .* no image of 1 of its 2 classes \(b\)"):
-        splits = make_splits(str(tmp_path / "rare"), subset=10, val_fraction=0.2, root=tmp_path / "cache")
-    assert len(splits.train) + len(splits.val) == 10 and int(splits.train.labels.max()) == 0
+        splits = make_splits(str(tmp_path / "rare"), subset=10, val_size=2, root=tmp_path / "cache")
+    assert len(splits.train) == 10 and int(splits.train.labels.max()) == 0
 
 
 def test_validation_split_with_fewer_images_than_classes_warns():
@@ -72,10 +74,9 @@ def test_training_split_without_a_class_warns(tmp_path):
 
 
 def test_a_single_validation_image_is_counted_in_the_singular():
-    # one image per class: the one held out for validation leaves its class without training
+    # 20 images, 2 per class: one held out for validation leaves 9 classes out of it
     with pytest.warns(UserWarning) as record:
-        make_splits("synthetic:100", subset=10, val_fraction=0.1)
+        make_splits("synthetic:20", val_size=1)
     messages = sorted(str(w.message) for w in record)
-    assert len(messages) == 2
-    assert messages[0].startswith("the training split of synthetic:100 (9 images) has no image of 1 of its 10 classes")
-    assert messages[1].startswith("the validation split of synthetic:100 (1 image) has no image of 9 of its 10 classes")
+    assert len(messages) == 1
+    assert messages[0].startswith("the validation split of synthetic:20 (1 image) has no image of 9 of its 10 classes")

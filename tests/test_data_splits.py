@@ -31,7 +31,7 @@ def test_same_split_seed_gives_the_same_split_whatever_else_changes():
     np.random.seed(54321)
     second = make_splits("synthetic:200", subset=100, val_fraction=0.2, split_seed=3, with_test=True,
                          root="/nonexistent-data-root-unused-by-synthetic")
-    assert len(first.val) == 20 and len(first.train) == 80
+    assert len(first.val) == 40 and len(first.train) == 100  # 20% of 200, then 100 of the other 160
     assert torch.equal(first.val.images, second.val.images)
     assert torch.equal(first.train.images, second.train.images)
     assert first.fingerprint() == second.fingerprint()
@@ -40,7 +40,7 @@ def test_same_split_seed_gives_the_same_split_whatever_else_changes():
 def test_another_split_seed_gives_another_split():
     a = make_splits("synthetic:200", subset=100, val_fraction=0.2, split_seed=3)
     b = make_splits("synthetic:200", subset=100, val_fraction=0.2, split_seed=4)
-    # Different draws of 20 images among 100: an equal set would be a one-in-10^20 event.
+    # Different draws of 40 images among 200: an equal set would be a one-in-10^40 event.
     assert _rows(a.val.images) != _rows(b.val.images)
     assert a.fingerprint() != b.fingerprint()
 
@@ -49,9 +49,9 @@ def test_split_seed_defaults_to_zero_and_is_recorded():
     default = make_splits("synthetic:100", val_fraction=0.3)
     zero = make_splits("synthetic:100", val_fraction=0.3, split_seed=0)
     assert torch.equal(default.val.images, zero.val.images)
-    assert default.info == SplitsInfo(dataset="synthetic:100", split_seed=0, val_fraction=0.3, subset=None)
+    assert default.info == SplitsInfo(dataset="synthetic:100", split_seed=0, val_size=30, subset=None)
     seeded = make_splits("synthetic:100", val_fraction=0.3, subset=50, split_seed=7)
-    assert seeded.info.to_dict() == {"dataset": "synthetic:100", "split_seed": 7, "val_fraction": 0.3, "subset": 50}
+    assert seeded.info.to_dict() == {"dataset": "synthetic:100", "split_seed": 7, "val_size": 30, "subset": 50}
 
 
 def test_seed_is_a_deprecated_alias_of_split_seed():

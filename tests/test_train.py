@@ -117,7 +117,7 @@ def test_config_defaults_and_validation():
     assert c.resolved_lr() == pytest.approx(0.016 * 128 / 256)
     assert c.resolved_weight_decay() == 1e-5
     sgd = TrainConfig(optimizer="sgd", batch_size=512)
-    assert sgd.resolved_lr() == pytest.approx(0.2) and sgd.resolved_weight_decay() == 5e-5
+    assert sgd.resolved_lr() == pytest.approx(0.4) and sgd.resolved_weight_decay() == 5e-5  # 0.2 x 512 / 256
     assert TrainConfig(lr=0.5).resolved_lr() == 0.5
     for bad in ({"optimizer": "adam"}, {"schedule": "step"}, {"amp": "fp8"}, {"batch_size": 0},
                 {"lr": 0.0}, {"ema_decay": 1.0}, {"label_smoothing": 1.0}, {"grad_clip": -1.0},

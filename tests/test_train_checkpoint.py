@@ -31,7 +31,7 @@ def arch() -> Arch:
 
 
 def _splits(split_seed: int = 0, train_seed: int = 0, test_seed: int = 2) -> Splits:
-    info = SplitsInfo(dataset="synthetic:160:4:16", split_seed=split_seed, val_fraction=0.2, subset=None)
+    info = SplitsInfo(dataset="synthetic:160:4:16", split_seed=split_seed, val_size=32, subset=None)
     return Splits(train=synthetic(128, 4, 16, seed=train_seed), val=synthetic(32, 4, 16, seed=1),
                   test=synthetic(32, 4, 16, seed=test_seed), info=info)
 
@@ -56,7 +56,7 @@ def test_a_checkpoint_of_another_split_seed_data_or_precision_is_refused(arch, t
     train(arch, _splits(), Budget(epochs=1), FAST, checkpoint=ckpt)
     meta = torch.load(ckpt, weights_only=True)["meta"]
     assert meta["dataset"] == "synthetic:160:4:16" and meta["split_seed"] == 0
-    assert meta["val_fraction"] == 0.2 and meta["subset"] is None
+    assert meta["val_size"] == 32 and meta["subset"] is None
     assert meta["data_fingerprint"] == _splits().fingerprint()
     assert meta["world_size"] == 1 and meta["amp"] == "off"
 
@@ -102,7 +102,7 @@ def test_an_old_format_checkpoint_is_refused(arch, tmp_path):
     train(arch, _splits(), Budget(epochs=1), FAST, checkpoint=ckpt)
     state = torch.load(ckpt, weights_only=True)
     state["format"] = 1  # what nas.train wrote before runs recorded their data and precision
-    for key in ("dataset", "split_seed", "subset", "val_fraction", "data_fingerprint", "world_size", "amp"):
+    for key in ("dataset", "split_seed", "subset", "val_size", "data_fingerprint", "world_size", "amp"):
         del state["meta"][key]
     torch.save(state, ckpt)
     with pytest.raises(CheckpointMismatch, match="format 1") as info:

@@ -116,13 +116,13 @@ class SplitsInfo:
     Attributes:
         dataset: the dataset name or path given to `make_splits`.
         split_seed: seed of the subset and validation draws (not the training seed).
-        val_fraction: share of the (subset of the) training split held out.
+        val_size: validation images held out of the training split.
         subset: training images asked for, or None for all.
     """
 
     dataset: str
     split_seed: int
-    val_fraction: float
+    val_size: int
     subset: int | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,10 +12,10 @@ import torch
 from .cifar import CIFAR_ALIASES, load_cifar
 from .containers import DataError, ImageData, Splits, SplitsInfo
 from .folder import SPLITS, load_image_folder
-from .stratify import stratified_split, stratified_subset
+from .stratify import stratified_subset
 from .synthetic import parse_synthetic, synthetic
 
-__all__ = ["data_dir", "load_dataset", "make_splits"]
+__all__ = ["DEFAULT_VAL_SIZE", "data_dir", "default_val_size", "load_dataset", "make_splits"]
 
 _MAX_NAMED = 5  # class names shown in a warning about missing classes
 
@@ -85,10 +85,22 @@ def load_dataset(
     return load_image_folder(path, split, data_dir(root))
 
 
+DEFAULT_VAL_SIZE = 2500
+_DEFAULT_VAL_SHARE = 0.2
+
+
+def default_val_size(num_train: int) -> int:
+    """Validation images held out when neither ``val_size`` nor ``val_fraction`` is given:
+    2,500 (a standard error of at most one point: ``sqrt(0.25 / 2500) = 0.01``), but never
+    more than a fifth of the training split."""
+    return min(DEFAULT_VAL_SIZE, int(round(_DEFAULT_VAL_SHARE * num_train)))
+
+
 def make_splits(
     name_or_path: str,
     *,
-    val_fraction: float = 0.1,
+    val_size: int | None = None,
+    val_fraction: float | None = None,
     subset: int | None = None,
     split_seed: int = 0,
     with_test: bool = False,
@@ -98,30 +110,36 @@ def make_splits(
 ) -> Splits:
     """Train / validation (/ test) parts of a dataset, stratified by class and seeded.
 
-    The training split is read; when ``subset`` is given, a stratified subset of that many
-    images is taken first (`stratified_subset`), then a stratified ``val_fraction`` of what
-    remains is held out as validation (`stratified_split`), so train + val together have
-    ``subset`` images. The test split is read only when ``with_test`` is true (final
-    evaluation); otherwise ``Splits.test`` is ``None`` and no test file is touched.
+    The training split is read and the validation images are held out of it *first*
+    (stratified, drawn by ``split_seed`` alone); ``subset`` then draws the training images
+    from the rest. So the validation images depend only on the data, ``val_size`` and
+    ``split_seed``: they are the same for every subset and every training seed, which is
+    what lets a study compare candidates trained on different budgets on one yardstick. Train
+    and validation never share an image. The test split is read only when ``with_test`` is
+    true (final evaluation); otherwise ``Splits.test`` is ``None`` and no test file is touched.
 
     Requests that cannot be honoured as asked: a ``subset`` smaller than the number of
-    classes in the training split is refused (`DataError`: no draw could give every class an
-    image, so the run would learn another task). A part that lacks classes for other
+    classes is refused (`DataError`: no draw could give every class an image, so the run
+    would learn another task), and so is a subset larger than what validation leaves, or a
+    validation split that leaves no training image. A part that lacks classes for other
     reasons only warns (one `warnings.warn` per part), because the run is still usable, e.g.
     as a smoke test: a subset of very rare classes, a training part that gives a class's
     only images to validation, or a validation split with fewer images than classes (its
-    accuracy then leaves some classes out). A ``val_fraction > 0`` that rounds to no
-    validation image, or to no training image, is refused.
+    accuracy then leaves some classes out).
 
     Args:
-        val_fraction: share of the (subset of the) training split held out, ``0 <= f < 1``;
-            0 gives an empty validation split (final training on all training images).
-        subset: number of training images to use (train + val), or ``None`` for all.
-        split_seed: seed of the subset and validation draws, and the only thing besides
+        val_size: validation images held out of the training split; 0 gives an empty
+            validation split (final training on all training images). Default: see
+            `default_val_size` (2,500, at most a fifth of the split).
+        val_fraction: the same as a share of the training split, ``0 <= f < 1``
+            (``round(f * N)`` images); give at most one of the two.
+        subset: number of training images to use (after validation is held out), or
+            ``None`` for all that remain.
+        split_seed: seed of the validation and subset draws, and the only thing besides
             the data and the arguments above that the split depends on (not the global
             RNG, not a training seed): keep it fixed across a study so that every candidate
-            is trained and validated on the same images while training seeds vary.
-            Recorded in ``Splits.info``.
+            is validated on the same images while training seeds vary. Recorded in
+            ``Splits.info``.
         root, download: as in `load_dataset`.
         seed: deprecated name of ``split_seed`` (a `DeprecationWarning`), removed in the
             next release; a non-zero ``split_seed`` that differs from it is a `TypeError`.
@@ -136,34 +154,47 @@ def make_splits(
         )
         split_seed = seed
     split_seed = int(split_seed)
-    if not 0.0 <= val_fraction < 1.0:
+    if val_size is not None and val_fraction is not None:
+        raise DataError("give val_size or val_fraction, not both")
+    if val_fraction is not None and not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if val_size is not None and (isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0):
+        raise DataError(f"val_size must be a whole number of images >= 0, got {val_size!r}")
     full = load_dataset(name_or_path, root=root, download=download, split="train")
     base = full.name.rsplit(":", 1)[0] if full.name.endswith(":train") else full.name
-    if subset is not None:
-        if subset < 1 or subset > len(full):
-            raise DataError(f"subset must be between 1 and {len(full)} (the training images of {base}), got {subset}")
-        present = _present(full.labels, len(full.classes))
-        if subset < int(present.sum()):
-            raise DataError(
-                f"subset={subset} is smaller than the {int(present.sum())} classes of {base}, so some classes "
-                f"would have no image; use a subset of at least {int(present.sum())}"
-            )
-        full = full.subset(stratified_subset(full.labels, subset, split_seed))
-        _warn_missing(f"the subset of {_images(subset)} of {base}", present, full, "so use a larger subset")
-    keep, held = stratified_split(full.labels, val_fraction, split_seed)
-    if val_fraction > 0 and held.numel() == 0:
-        raise DataError(
-            f"val_fraction={val_fraction} of {len(full)} images leaves an empty validation split; "
-            "use a larger subset or val_fraction"
-        )
-    if keep.numel() == 0:
-        raise DataError(f"val_fraction={val_fraction} of {len(full)} images leaves no training images")
-    train = _renamed(full.subset(keep), f"{base}:train")
-    val = _renamed(full.subset(held), f"{base}:val")
+    n = len(full)
+    if val_size is None:
+        val_size = int(round(val_fraction * n)) if val_fraction is not None else default_val_size(n)
+        if val_fraction is not None and val_fraction > 0 and val_size == 0:
+            raise DataError(f"val_fraction={val_fraction} of {n} images leaves an empty validation split; "
+                            "use a larger val_fraction or give val_size")
+    if val_size >= n:
+        raise DataError(f"val_size={val_size} leaves no training images of the {n} in {base}; use a smaller one")
     present = _present(full.labels, len(full.classes))
-    _warn_missing(f"the training split of {base} ({_images(len(train))})", present, train,
-                  "so the model never sees them (use a smaller val_fraction or a larger subset)")
+    held = stratified_subset(full.labels, val_size, split_seed)
+    keep_mask = torch.ones(n, dtype=torch.bool)
+    keep_mask[held] = False
+    rest = full.subset(keep_mask)
+    val = _renamed(full.subset(held), f"{base}:val")
+    if subset is not None:
+        if subset < 1 or subset > len(rest):
+            raise DataError(f"subset must be between 1 and {len(rest)} (the training images of {base} left after "
+                            f"{_images(val_size)} of validation), got {subset}")
+        classes_left = int(_present(rest.labels, len(rest.classes)).sum())
+        if subset < classes_left:
+            raise DataError(
+                f"subset={subset} is smaller than the {classes_left} classes of {base}, so some classes "
+                f"would have no image; use a subset of at least {classes_left}"
+            )
+        train = rest.subset(stratified_subset(rest.labels, subset, split_seed))
+    else:
+        train = rest
+    train = _renamed(train, f"{base}:train")
+    # One warning for the training images, whichever draw lost the classes.
+    part = (f"the subset of {_images(subset)} of {base}" if subset is not None
+            else f"the training split of {base} ({_images(len(train))})")
+    _warn_missing(part, present, train,
+                  "so the model never sees them (use a smaller validation split or a larger subset)")
     if len(val):
         _warn_missing(f"the validation split of {base} ({_images(len(val))})", present, val,
                       "so its accuracy leaves them out")
@@ -172,7 +203,7 @@ def make_splits(
         test = load_dataset(name_or_path, root=root, download=download, split="test")
         if test.classes != train.classes:
             raise DataError(f"the test split of {base} has other classes than its training split")
-    info = SplitsInfo(dataset=name_or_path, split_seed=split_seed, val_fraction=float(val_fraction), subset=subset)
+    info = SplitsInfo(dataset=name_or_path, split_seed=split_seed, val_size=len(val), subset=subset)
     return Splits(train=train, val=val, test=test, info=info)
 
 

@@ -43,11 +43,14 @@ EVAL_BAR_DELAY_S = 2.0
 
 @torch.no_grad()
 def evaluate_loader(module: nn.Module, loader: DeviceLoader, dev: torch.device, amp: str,
-                    info: ddp.DistInfo | None, progress: str | None = None) -> tuple[float, float, int]:
+                    info: ddp.DistInfo | None, progress: str | None = None,
+                    flip: bool = False) -> tuple[float, float, int]:
     """Accuracy, mean loss and image count over ``loader`` (summed over processes).
 
     ``progress``: the description of a progress bar on stderr, shown once the pass has
     taken `EVAL_BAR_DELAY_S` seconds and removed when it ends; None shows none.
+    ``flip``: test-time augmentation: the logits are the mean of the image's and its
+    left-right mirror's.
     """
     module.eval()
     correct = torch.zeros((), dtype=torch.float64, device=dev)
@@ -62,6 +65,8 @@ def evaluate_loader(module: nn.Module, loader: DeviceLoader, dev: torch.device, 
     with autocast(amp, dev):
         for images, labels in batches:
             logits = module(images).float()
+            if flip:
+                logits = 0.5 * (logits + module(images.flip(3)).float())
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
             correct += (logits.argmax(1) == labels).sum().double()
             count += int(labels.shape[0])
@@ -76,14 +81,16 @@ def evaluate_loader(module: nn.Module, loader: DeviceLoader, dev: torch.device, 
 
 def evaluate(model: nn.Module, data: ImageData, *, batch_size: int = 256,
              device: str | torch.device | None = None, resolution: int | None = None,
-             amp: str = "off", channels_last: bool | None = None) -> tuple[float, float]:
+             amp: str = "off", channels_last: bool | None = None,
+             flip: bool = False) -> tuple[float, float]:
     """Top-1 accuracy (fraction) and mean cross entropy (nats per image) of ``model`` on
     ``data``, in eval mode without gradients, in this process alone.
 
     Images are prepared as `train` prepares validation images (`nas.data.DeviceLoader`
     with ``train=False``, so the same normalisation). ``device`` defaults to the model's,
     ``resolution`` to the model's ``arch.resolution`` when it has one, else the images'
-    size; ``channels_last`` defaults to True on CUDA and CPU. The model is left in eval mode.
+    size; ``channels_last`` defaults to True on CUDA and CPU. ``flip`` averages the logits of each image and its mirror
+    image (test-time augmentation). The model is left in eval mode.
     """
     positive_int("batch_size", batch_size)
     if device is None:
@@ -100,7 +107,7 @@ def evaluate(model: nn.Module, data: ImageData, *, batch_size: int = 256,
     cl = default_channels_last(dev) if channels_last is None else bool(channels_last)
     loader = DeviceLoader(data, batch_size, device=dev, train=False, resolution=resolution,
                           channels_last=cl)
-    acc, loss, _ = evaluate_loader(model, loader, dev, amp_mode, None)
+    acc, loss, _ = evaluate_loader(model, loader, dev, amp_mode, None, flip=flip)
     return acc, loss
 
 

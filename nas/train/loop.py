@@ -53,6 +53,13 @@ def _dynamo_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+def _standard_error(acc: float, n: int) -> float:
+    """Binomial standard error of an accuracy measured on ``n`` images."""
+    if n <= 0 or not math.isfinite(acc):
+        return float("nan")
+    return math.sqrt(max(acc * (1.0 - acc), 0.0) / n)
+
+
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 1_000_003 + epoch * 10_007 + rank * 7_919 + 12_345) % (2**63 - 1)
 
@@ -138,6 +145,10 @@ def train(arch_or_model: Arch | nn.Module, data: Splits, budget: Budget,
     else:
         raise TypeError(f"arch_or_model must be an Arch or a torch.nn.Module, got {type(arch_or_model).__name__}")
 
+    if config.batch_size is None:  # adapted to the data, resolved once for the whole run
+        config = dataclasses.replace(config, batch_size=config.resolved_batch_size(
+            len(data.train) if getattr(data, "train", None) is not None else 0, ddp.env_world_size()))
+
     where = _Where()
     prev_threads = torch.get_num_threads()
     prev_benchmark = torch.backends.cudnn.benchmark
@@ -221,7 +232,9 @@ class _Run:
         # --- model ---
         torch.manual_seed(config.seed)
         if isinstance(arch_or_model, Arch):
-            net = build_model(arch_or_model, num_classes=self.num_classes)
+            built = arch_or_model if config.arch_regularisers else arch_or_model.replace(
+                dropout=0.0, drop_path=0.0)
+            net = build_model(built, num_classes=self.num_classes)
         else:
             net = arch_or_model
             declared = getattr(net, "num_classes", None)
@@ -236,7 +249,7 @@ class _Run:
         self.macs = arch_cost(arch, num_classes=self.num_classes).macs if arch is not None else None
 
         # --- optimiser, EMA, scaler ---
-        self.lr = config.resolved_lr()
+        self.lr = config.resolved_lr(config.batch_size)
         self.weight_decay = config.resolved_weight_decay()
         decay = [p for p in net.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in net.parameters() if p.requires_grad and p.ndim <= 1]
@@ -340,7 +353,7 @@ class _Run:
             "dataset": info.dataset if info is not None else None,
             "split_seed": info.split_seed if info is not None else None,
             "subset": info.subset if info is not None else None,
-            "val_fraction": float(info.val_fraction) if info is not None else None,
+            "val_size": info.val_size if info is not None else None,
             "data_fingerprint": self._fingerprint,
             "resolution": self.resolution,
             "batch_size": c.batch_size,
@@ -354,6 +367,7 @@ class _Run:
             "ema_decay": c.ema_decay,
             "grad_clip": c.grad_clip,
             "augment": c.augment,
+            "arch_regularisers": c.arch_regularisers,
             "amp": self.amp,
             "seed": c.seed,
         }
@@ -638,7 +652,8 @@ class _Run:
         if self.info is not None:
             ddp.broadcast_buffers(module)
         acc, loss, _ = evaluate_loader(module, self.val_loader, self.dev, self.amp, self.info,
-                                       progress=self._bar(f"epoch {self.epoch} validation"))
+                                       progress=self._bar(f"epoch {self.epoch} validation"),
+                                       flip=self.config.eval_flip)
         return acc, loss
 
     def _test(self) -> tuple[float, float]:
@@ -658,7 +673,7 @@ class _Run:
                               device=self.dev, train=False, resolution=self.resolution,
                               channels_last=self.channels_last)
         acc, loss, _ = evaluate_loader(module, loader, self.dev, self.amp, self.info,
-                                       progress=self._bar("test"))
+                                       progress=self._bar("test"), flip=self.config.eval_flip)
         self.test_result = {"acc": acc, "loss": loss, "step": self.step, "data": key}
         self._save()
         return acc, loss
@@ -686,6 +701,10 @@ class _Run:
             params=self.params, macs=self.macs, arch=self.arch.to_string() if self.arch else None,
             resolution=self.resolution, batch_size=self.config.batch_size, lr=self.lr,
             weight_decay=self.weight_decay, amp=self.amp, world_size=self.world,
+            val_acc_se=_standard_error(val_acc, len(self.data.val)), val_size=len(self.data.val),
+            recipe=self.config.recipe,
+            config={**self.config.to_dict(), "lr": self.lr, "weight_decay": self.weight_decay,
+                    "amp": self.amp},
             compiled=self.compiled, resumed_epoch=self.resumed_epoch,
             model=self._eval_module() if self.keep_model else None,
         )

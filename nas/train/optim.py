@@ -101,6 +101,8 @@ class Schedule:
         warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
         if self.kind == "cosine":
             main = 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+        elif self.kind == "linear":
+            main = 1.0 - min(1.0, max(0.0, progress))
         else:
             main = EXP_DECAY_RATE ** math.floor(step / (EXP_DECAY_EPOCHS * self.steps_per_epoch))
         return self.base_lr * warm * main

@@ -50,6 +50,9 @@ class Result:
     Attributes:
         val_acc: validation accuracy (fraction) after the *last* epoch: the honest proxy
             score (no selection on the validation set).
+        val_acc_se: its binomial standard error, ``sqrt(val_acc * (1 - val_acc) / n_val)``:
+            differences between candidates smaller than about two of these are noise.
+        val_size: validation images.
         best_val_acc: the highest per-epoch validation accuracy (optimistic: selected on
             the validation set), reached at ``best_epoch``.
         best_epoch: 1-based epoch of ``best_val_acc``.
@@ -79,6 +82,9 @@ class Result:
             ``"fp16"`` or ``"off"``, which can differ from ``TrainConfig.amp``, see
             `nas.train.device.resolve_amp`).
         world_size: number of processes.
+        recipe: the recipe the settings came from (``"proxy"`` or ``"paper"``).
+        config: every setting of the `TrainConfig` that ran, resolved (the batch size
+            and learning rate as used), JSON-ready.
         compiled: True when ``TrainConfig.compile`` was asked for and torch.compile really
             produced a graph of the model in this call's first training step (a model
             with graph breaks, partly compiled, counts); False without compile, when
@@ -116,6 +122,10 @@ class Result:
     weight_decay: float = 0.0
     amp: str = "off"
     world_size: int = 1
+    val_acc_se: float = float("nan")
+    val_size: int = 0
+    recipe: str = "paper"
+    config: dict[str, Any] = field(default_factory=dict)
     compiled: bool = False
     resumed_epoch: int = 0
     model: nn.Module | None = field(default=None, repr=False, compare=False)
