@@ -73,6 +73,13 @@ def test_a_checkpoint_of_another_split_seed_data_or_precision_is_refused(arch, t
     assert err.differences == [
         f"data_fingerprint: {_splits().fingerprint()!r} there, {other.fingerprint()!r} now"]
 
+    # The same data under another name (a relative path, a moved folder) is the same run:
+    # the name is recorded, the fingerprint decides.
+    renamed = _splits()
+    renamed = Splits(train=renamed.train, val=renamed.val, test=renamed.test,
+                     info=SplitsInfo(dataset="./elsewhere/synthetic", split_seed=0, val_size=32))
+    train(arch, renamed, Budget(epochs=1), FAST, checkpoint=ckpt)
+
     # Another precision (bf16 autocast runs on the CPU too).
     bf16 = TrainConfig(batch_size=32, optimizer="sgd", warmup_epochs=0.0, ema_decay=None, amp="bf16")
     err = _refusal(arch, _splits(), bf16, ckpt)

@@ -82,6 +82,10 @@ class ImageData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def fingerprint(self) -> str:
+        """A short hash of the images, labels and class names (see `Splits.fingerprint`)."""
+        return _fingerprint(self)
+
     @property
     def side(self) -> int:
         """The square side, in pixels, a model trains and evaluates at when nothing else
@@ -158,12 +162,16 @@ class Splits:
     def fingerprint(self) -> str:
         """A short hash of the training and validation images and labels: equal for the
         same data in the same order, different (with overwhelming probability) otherwise."""
-        digest = hashlib.blake2b(digest_size=10)
-        for part in (self.train, self.val):
-            digest.update(repr((tuple(part.images.shape), part.classes)).encode())
-            digest.update(part.labels.cpu().numpy().tobytes())
-            digest.update(part.images.cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return _fingerprint(self.train, self.val)
+
+
+def _fingerprint(*parts: ImageData) -> str:
+    digest = hashlib.blake2b(digest_size=10)
+    for part in parts:
+        digest.update(repr((tuple(part.images.shape), part.classes)).encode())
+        digest.update(part.labels.cpu().numpy().tobytes())
+        digest.update(part.images.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def describe(x: Any) -> str:

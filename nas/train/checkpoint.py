@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -12,10 +11,8 @@ import torch
 from space.errors import UserError
 
 from ..atomic import atomic_write
-from ..data import ImageData
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointMismatch", "check_meta", "load_checkpoint", "save_checkpoint",
-           "split_fingerprint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointMismatch", "check_meta", "load_checkpoint", "save_checkpoint"]
 
 # 2: the metadata names the data (dataset, split seed, subset, validation share, a
 # fingerprint of the images), the world size and the precision; the test result is stored.
@@ -74,19 +71,15 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     return state
 
 
+# Recorded for the reader but not compared: the same folder reached by another path (or
+# moved) is the same data, and the data fingerprint already decides that.
+RECORDED_ONLY = frozenset({"dataset"})
+
+
 def check_meta(path: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
-    """Raise `CheckpointMismatch` naming every key of ``now`` whose value differs in ``saved``."""
+    """Raise `CheckpointMismatch` naming every key of ``now`` whose value differs in ``saved``
+    (keys in `RECORDED_ONLY` excepted)."""
     differences = [f"{key}: {saved.get(key)!r} there, {value!r} now"
-                   for key, value in now.items() if saved.get(key) != value]
+                   for key, value in now.items() if key not in RECORDED_ONLY and saved.get(key) != value]
     if differences:
         raise CheckpointMismatch(path, differences)
-
-
-def split_fingerprint(part: ImageData) -> str:
-    """A short hash of one split's images, labels and class names (as
-    `nas.data.Splits.fingerprint` hashes train and validation)."""
-    digest = hashlib.blake2b(digest_size=10)
-    digest.update(repr((tuple(part.images.shape), part.classes)).encode())
-    digest.update(part.labels.cpu().numpy().tobytes())
-    digest.update(part.images.cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()

@@ -28,7 +28,7 @@ from space.errors import UserError
 
 from .. import distributed as ddp
 from ..data import DeviceLoader, Splits
-from .checkpoint import CHECKPOINT_FORMAT, check_meta, load_checkpoint, save_checkpoint, split_fingerprint
+from .checkpoint import CHECKPOINT_FORMAT, check_meta, load_checkpoint, save_checkpoint
 from .config import Budget, TrainConfig
 from .device import autocast, default_channels_last, first_line, grad_scaler, is_oom, resolve_amp, resolve_device
 from .evaluate import evaluate_loader, image_side, model_arch, split_shard
@@ -661,7 +661,7 @@ class _Run:
         checkpoint's weights were already tested on this test split, else measured (and
         stored in the checkpoint)."""
         assert self.data.test is not None
-        key = split_fingerprint(self.data.test)
+        key = self.data.test.fingerprint()
         stored = self.test_result
         if stored is not None and stored["step"] == self.step and stored["data"] == key:
             return float(stored["acc"]), float(stored["loss"])
