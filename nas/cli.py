@@ -22,6 +22,7 @@ from space.errors import UserError
 from space.presets import resolve_arch
 
 from .atomic import atomic_write
+from .calibrate import add_parser as add_calibrate_parser
 
 __all__ = ["main", "write_json_atomic"]
 
@@ -220,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-download", action="store_true", help="never download datasets")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
+
+    add_calibrate_parser(sub)
     return parser
 
 
