@@ -114,10 +114,10 @@ def matmul_gflops(n: int = 1024, repeats: int = 10) -> float:
 
 
 def quality(arch, data_path: str, epochs: float, batch_size: int, seed: int, device) -> dict:
-    splits = make_splits(data_path, subset=10_000, val_fraction=0.1, seed=seed)
+    splits = make_splits(data_path, val_size=1_000, subset=9_000, split_seed=seed)
     start = time.perf_counter()
     result = train(arch, splits, Budget(epochs=epochs),
-                   TrainConfig(batch_size=batch_size, seed=seed, device=device), progress=True)
+                   TrainConfig.paper(batch_size=batch_size, seed=seed, device=device), progress=True)
     return {"val_acc": result.val_acc, "epochs": result.epochs, "minutes": (time.perf_counter() - start) / 60,
             "train_images": len(splits.train), "val_images": len(splits.val),
             "chance": 1 / splits.num_classes, "images_per_s": result.images_per_s}
@@ -141,8 +141,8 @@ def main() -> int:
 
     arch = resolve_arch(args.arch)
     steps = max(1, args.images // args.batch_size)
-    splits = make_splits(args.data, subset=min(10_000, steps * args.batch_size * 2), val_fraction=0.1,
-                         seed=args.seed)
+    splits = make_splits(args.data, val_size=1_000, subset=min(9_000, steps * args.batch_size * 2),
+                         split_seed=args.seed)
     lr = 0.016 * args.batch_size / 256
     ref, ours, device = [], [], "cpu"
     for r in range(args.repeats):
