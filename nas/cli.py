@@ -21,17 +21,10 @@ from space.command_line import make_main
 from space.errors import UserError
 from space.presets import resolve_arch
 
-from .atomic import atomic_write
+from .atomic import write_json_atomic
 from .calibrate import add_parser as add_calibrate_parser
 
-__all__ = ["main", "write_json_atomic"]
-
-
-def write_json_atomic(path: Path, data: object) -> None:
-    """Write ``data`` as indented JSON to ``path`` atomically."""
-    with atomic_write(path, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+__all__ = ["main"]
 
 
 def _positive(kind: type, name: str):

@@ -355,3 +355,11 @@ def test_row_statistics_match_scipy_with_ties_and_constant_rows():
             want_tau = [stats.kendalltau(a, b).statistic for a, b in zip(x, y)]
     np.testing.assert_allclose(rho[1:], want_rho[1:], atol=1e-12)
     np.testing.assert_allclose(tau[1:], want_tau[1:], atol=1e-12)
+
+
+def test_a_fidelity_that_mostly_ties_is_called_unreliable():
+    from nas.calibrate.summarise import _tied_share
+
+    # 4 of 6 values share one accuracy (chance), 2 are distinct: 4/6 are tied
+    assert _tied_share(np.array([0.25, 0.25, 0.25, 0.25, 0.3, 0.4])) == pytest.approx(4 / 6)
+    assert _tied_share(np.array([0.1, 0.2, 0.3])) == 0.0

@@ -52,12 +52,12 @@ from .cli import add_parser
 from .draw import draw_architectures
 from .fidelity import FIDELITY_KEYS, Fidelity, parse_fidelity
 from .plot import plot_calibration
-from .report import ArchRow  # noqa: F401 - importable as before, though not in __all__
-from .report import CalibrationReport, format_summary
+from .report import ArchRow, CalibrationReport, format_summary
 from .runner import calibrate
 from .stats import kendall_rows, spearman_rows
 
 __all__ = [
+    "ArchRow",
     "CalibrationReport",
     "Fidelity",
     "FIDELITY_KEYS",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..atomic import write_json_atomic
 from .arguments import API_NAMES, check_counts
 from .draw import draw_architectures, load_space
 from .fidelity import Fidelity, parse_fidelity, warn_if_low_costs_more
@@ -88,7 +89,6 @@ def run_calibration(space: Any, dataset: str, samples: int, low: Any, high: Any,
     """`calibrate`, with every argument given and ``names`` saying how messages name the
     arguments (`API_NAMES` for `calibrate`, `FLAG_NAMES` for the command). Warnings point
     two calls up, at the caller of `calibrate` or of the command's function."""
-    from ..cli import write_json_atomic  # here: nas.cli imports this package
     check_counts(names, samples, seeds, recipe, val_size, split_seed, seed, bootstrap, num_threads)
     fids = {"low": parse_fidelity(low, names["low"]), "high": parse_fidelity(high, names["high"])}
     space = load_space(space)

@@ -21,6 +21,12 @@ from .stats import bootstrap_ci, correlation, kendall_rows, spearman_rows
 __all__ = ["summarise"]
 
 
+def _tied_share(values: np.ndarray) -> float:
+    """The share of values equal to at least one other value."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    return float(np.mean(counts[inverse] > 1))
+
+
 def summarise(space_name: str, dataset: str, recipe: str, fids: Mapping[str, Fidelity], samples: int,
               seeds: int, n_val: int, split_seed: int, seed: int, bootstrap: int, arch_strings: list[str],
               records: Mapping[tuple[str, str, int], dict], names: Mapping[str, str]) -> CalibrationReport:
@@ -63,6 +69,13 @@ def summarise(space_name: str, dataset: str, recipe: str, fids: Mapping[str, Fid
         if np.all(values == values[0]):
             warnings.warn(f"every {label}-fidelity accuracy is {values[0]:.3f}, so the rank correlation is "
                           "undefined; train longer at that fidelity", UserWarning, stacklevel=4)
+        elif _tied_share(values) >= 0.5:
+            # A fidelity that leaves most architectures at the same accuracy (typically chance)
+            # ranks by ties: the correlation and its bootstrap interval are then mostly noise,
+            # and a percentile interval may not even contain the estimate.
+            warnings.warn(f"{_tied_share(values):.0%} of the {label}-fidelity accuracies are tied with another "
+                          "architecture's, so the rank correlation is unreliable; train longer at that fidelity",
+                          UserWarning, stacklevel=4)
     # One set of resamples for both statistics, seeded apart from the architecture draw.
     idx = np.random.default_rng((seed, 1)).integers(0, len(x), size=(bootstrap, len(x)))
     rho_ci, valid = bootstrap_ci(x, y, spearman_rows, idx)
