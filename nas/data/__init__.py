@@ -54,10 +54,12 @@ Decisions
 * Images of different sizes in one folder are resized (Pillow, bilinear) to the most
   common size, with a warning that says how many were resized; ties go to the larger
   size. Grey, palette and RGBA images are converted to RGB (alpha is dropped).
-* `make_splits` takes the stratified ``subset`` of the training split first and then
-  carves the validation split out of that subset, so ``subset`` bounds the number of
-  images a run sees (train + val) and val stays a ``val_fraction`` of it. Train and val
-  never share an image; the test split is read only with ``with_test=True``. A subset
+* `make_splits` holds the validation images out of the whole training split first
+  (``val_size``, default 2,500 but at most a fifth; or ``val_fraction``), then draws the
+  stratified ``subset`` of training images from the rest, both by ``split_seed``. So the
+  validation images are the same for every subset and every training seed (what lets a
+  study compare candidates on one yardstick), and ``subset`` sizes the training set alone.
+  Train and val never share an image; the test split is read only with ``with_test=True``. A subset
   smaller than the number of classes is a `DataError`; a train, validation or subset part
   that still lacks some classes (rare classes, a validation split with fewer images than
   classes) is a warning naming them.

@@ -6,7 +6,9 @@ channels-last and cuDNN autotuning on CUDA, optional ``torch.compile``), honest 
 reported accuracy is the last epoch's on held-out data, EMA weights are evaluated when
 EMA is on and `Result` says so) and robust (divergence and out-of-memory become typed
 exceptions a search can count as failed candidates; checkpoints are atomic and resume
-exactly).
+exactly). Two named recipes set the optimisation: `TrainConfig.proxy()` for short budgets
+and search (learns in a few hundred steps) and `TrainConfig.paper()` (the EfficientNet
+paper's, for training a chosen model fully); see `TrainConfig`.
 
 Conventions
 -----------
