@@ -1,0 +1,171 @@
+"""The ``nas search`` and ``nas best`` commands: their flags (`add_parsers`, hooked on the
+``nas`` command by `nas.cli`) and what they print. A thin layer over `run_search` and
+`write_outputs`.
+
+    nas search --space NAME|FILE --dataset D [--mode reward|pareto] [--reward mnas|v2] [--hard]
+               [--objectives acc,macs] [--target-macs 400M | --target-params 5M | --target-latency 5ms]
+               [--trials N] [--timeout S] [--sampler tpe|nsga2|random] [--storage URL] [--study NAME]
+               [--recipe proxy|paper] [--epochs E] [--subset N] [--val-size N] [--seed S]
+               [--split-seed S] [--enqueue PRESET|ARCH|FILE ...] [--max-macs Q] [--max-params Q]
+               [--max-latency T] [--early-stop none|asha|median|hyperband] [--min-epochs R] [--eta H]
+               [--workers K] [--out DIR] [--threads T] [--device D] [--quiet]
+    nas best --study NAME [--storage URL] [--out DIR] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from space.errors import UserError
+
+__all__ = ["add_parsers"]
+
+
+def _number(kind: type, name: str, minimum: float):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a {'whole ' if kind is int else ''}number, "
+                                             f"got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {minimum:g}, got {text}")
+        return value
+    return parse
+
+
+def _settings(args: argparse.Namespace):
+    from .settings import SearchSettings
+
+    targets = [(k, getattr(args, f"target_{k}")) for k in ("macs", "params", "latency")
+               if getattr(args, f"target_{k}") is not None]
+    overrides = {k: getattr(args, k) for k in ("lr", "batch_size") if getattr(args, k) is not None}
+    return SearchSettings(
+        space=args.space, dataset=args.dataset, mode=args.mode, reward=args.reward, hard=args.hard,
+        objectives=tuple(o.strip() for o in args.objectives.split(",")) if args.objectives else None,
+        target=targets[0] if targets else None, trials=args.trials, timeout=args.timeout,
+        sampler=args.sampler, storage=args.storage, study=args.study, recipe=args.recipe,
+        epochs=args.epochs, subset=args.subset if args.subset > 0 else None, val_size=args.val_size,
+        seed=args.seed, split_seed=args.split_seed, enqueue=tuple(args.enqueue or ()),
+        max_macs=args.max_macs, max_params=args.max_params, max_latency=args.max_latency,
+        early_stop=args.early_stop, min_epochs=args.min_epochs, eta=args.eta, num_threads=args.threads,
+        device=args.device, out=args.out, workers=args.workers, max_failures=args.max_failures,
+        train_overrides=overrides)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .results import BASELINE_FILE
+    from .runner import run_search
+
+    summary = run_search(_settings(args), progress=not args.quiet)
+    print(summary.table(), flush=True)
+    if summary.baseline is not None and summary.run_dir is not None:
+        print(f"wrote {summary.run_dir / BASELINE_FILE}", flush=True)
+    return 0
+
+
+def _cmd_best(args: argparse.Namespace) -> int:
+    from .results import BASELINE_FILE, write_outputs
+    from .settings import STUDY_NAME_RE
+    from .study import load_existing_study
+
+    if not STUDY_NAME_RE.match(args.study):
+        raise UserError(f"--study must be letters, digits, '_', '-' or '.', got {args.study!r}")
+    url = args.storage or f"sqlite:///{(Path(args.out) / 'runs' / args.study / 'study.db').resolve()}"
+    study = load_existing_study(args.study, url)
+    summary = write_outputs(study, args.out)  # refreshed: the study may have moved on
+    if summary.baseline is None:
+        raise UserError(f"study {args.study} has no finished feasible trial yet, so no baseline")
+    if args.json:
+        sys.stdout.write((summary.run_dir / BASELINE_FILE).read_text(encoding="utf-8"))
+        sys.stdout.flush()
+    else:
+        print(summary.table(), flush=True)
+    return 0
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register ``search`` and ``best`` on the ``nas`` command's sub-parsers (each sets
+    ``func``, which returns the exit status)."""
+    from .settings import EARLY_STOPS, MODES, REWARDS, SAMPLERS
+
+    p = subparsers.add_parser(
+        "search", help="search a space for a baseline architecture (an Optuna study)",
+        description="Search a space of MBConv / Fused-MBConv stages with an Optuna study: each trial "
+                    "trains a candidate briefly (the proxy recipe) and scores it by a reward (reward "
+                    "mode) or by accuracy and costs (pareto mode). The study lives in --storage "
+                    "(default <out>/runs/<study>/study.db); the same command again resumes it and adds "
+                    "only the missing trials. Writes baseline.json, trials.csv, summary.txt and "
+                    "search.log to <out>/runs/<study>/.")
+    p.add_argument("--space", required=True, help="shipped space name (space list) or a space file")
+    p.add_argument("--dataset", required=True,
+                   help="cifar10, cifar100, synthetic[:N[:classes[:size]]], or an image folder")
+    p.add_argument("--mode", choices=MODES, default="reward",
+                   help="reward (default): maximise one reward; pareto: accuracy vs costs")
+    p.add_argument("--reward", choices=REWARDS, default="mnas",
+                   help="mnas (default): ACC*(X/T)^w; v2: A*S^-0.07*P^-0.05 with step time S and params P "
+                        "relative to the space's base architecture")
+    p.add_argument("--hard", action="store_true",
+                   help="MnasNet's hard constraint (w = 0 under the target, -1 over) instead of the soft -0.07")
+    p.add_argument("--objectives", default=None,
+                   help="pareto mode: acc and 1-3 of macs, params, latency, step_time (default acc,macs)")
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--target-macs", default=None,
+                   help="target T of the mnas reward (default: the base architecture's MACs), e.g. 30M; "
+                        "in pareto mode baseline.json is the most accurate front member under it")
+    t.add_argument("--target-params", default=None, help="T in parameters instead, e.g. 1.5M")
+    t.add_argument("--target-latency", default=None, help="T as measured latency, e.g. 5ms")
+    p.add_argument("--trials", type=_number(int, "--trials", 1), default=20,
+                   help="trials to finish (complete, pruned, infeasible; failed ones are retried) (20)")
+    p.add_argument("--timeout", type=_number(float, "--timeout", 1), default=None,
+                   help="seconds after which no new trial starts")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (default), nsga2 or random")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL, e.g. postgresql://host/db (default sqlite <out>/runs/<study>/study.db)")
+    p.add_argument("--study", default=None, help="study name (default <space>-<mode>); also the run folder")
+    p.add_argument("--recipe", choices=["proxy", "paper"], default="proxy", help="training recipe (proxy)")
+    p.add_argument("--epochs", type=_number(int, "--epochs", 1), default=2, help="proxy epochs per candidate (2)")
+    p.add_argument("--subset", type=_number(int, "--subset", 0), default=2000,
+                   help="training images per candidate, 0 for all (2000)")
+    p.add_argument("--val-size", type=_number(int, "--val-size", 1), default=None,
+                   help="validation images, the same for every candidate (default 2500, at most a fifth)")
+    p.add_argument("--seed", type=_number(int, "--seed", 0), default=0,
+                   help="training seed of every candidate and the sampler's seed (0)")
+    p.add_argument("--split-seed", type=_number(int, "--split-seed", 0), default=0,
+                   help="seed of the validation and subset draws (0)")
+    p.add_argument("--enqueue", nargs="+", action="extend", default=None, metavar="ARCH",
+                   help="architectures to try first: presets (efficientnet_b0_cifar), arch strings, arch "
+                        "JSON files or JSON lists of those; each must be in the space")
+    p.add_argument("--max-macs", default=None, help="hard budget: candidates over it are never trained (e.g. 40M)")
+    p.add_argument("--max-params", default=None, help="hard budget on parameters (e.g. 3M)")
+    p.add_argument("--max-latency", default=None, help="hard budget on measured latency (e.g. 5ms)")
+    p.add_argument("--early-stop", choices=[*EARLY_STOPS, "mo-asha"], default="asha",
+                   help="asha (default; MO-ASHA in pareto mode), median, hyperband (reward mode) or none")
+    p.add_argument("--min-epochs", type=_number(int, "--min-epochs", 1), default=1,
+                   help="first early-stopping rung, in epochs (1)")
+    p.add_argument("--eta", type=_number(int, "--eta", 2), default=3, help="early-stopping reduction factor (3)")
+    p.add_argument("--workers", type=_number(int, "--workers", 1), default=1,
+                   help="processes working on the study at once; CPU threads are split between them (1)")
+    p.add_argument("--max-failures", type=_number(int, "--max-failures", 1), default=None,
+                   help="stop after this many failed trials in one run (default --trials)")
+    p.add_argument("--lr", type=_number(float, "--lr", 0), default=None, help="override the recipe's peak learning rate")
+    p.add_argument("--batch-size", type=_number(int, "--batch-size", 1), default=None,
+                   help="override the recipe's batch size")
+    p.add_argument("--out", default=".", help="folder holding runs/<study>/ (default: the working directory)")
+    p.add_argument("--threads", type=_number(int, "--threads", 1), default=None, help="CPU threads (torch's choice)")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_search)
+
+    b = subparsers.add_parser(
+        "best", help="the baseline a search study found so far",
+        description="Read a search study, rewrite <out>/runs/<study>/baseline.json, trials.csv and "
+                    "summary.txt, and print the summary (or, with --json, baseline.json).")
+    b.add_argument("--study", required=True, help="study name")
+    b.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite <out>/runs/<study>/study.db)")
+    b.add_argument("--out", default=".", help="folder holding runs/<study>/ (default: the working directory)")
+    b.add_argument("--json", action="store_true", help="print baseline.json exactly")
+    b.set_defaults(func=_cmd_best)

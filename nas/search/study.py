@@ -1,0 +1,278 @@
+"""The Optuna side of a search: storage, sampler, pruner, creating or resuming a study and
+refusing one made with other settings, seeding it with known architectures, and counting
+its trials.
+
+Study user attributes (JSON in the storage, read by `nas best` and the reports):
+
+* ``STUDY_ATTR`` (``"search"``): what the study is: ``mode``, ``objectives`` (names, in
+  the order of the values), ``directions``, ``costs``, ``budgets`` (cost kind -> limit),
+  ``target`` ([kind, value] or null), ``reward`` (`MnasReward.to_dict` /
+  `V2Reward.to_dict`, with the measured references, or null), ``epochs``,
+  ``early_stop``, ``min_epochs``, ``eta``, ``num_classes``, ``dataset``, ``space``
+  (name), ``recipe``, ``seed``.
+* ``IDENTITY_ATTR`` (``"search_identity"``): the settings a resumed study must share with
+  the call that created it (mode, objectives, reward kind / hard / target, the space's
+  choices and base, dataset, split, epochs, subset, recipe and overrides, seed, budgets,
+  early stopping). Sampler, trials, timeout, workers, threads and device may differ.
+
+Heartbeats: every RDB storage is opened with a heartbeat (`HEARTBEAT_INTERVAL` s, grace
+`GRACE_PERIOD` s) and Optuna's `RetryHeartbeatStaleTrialCallback`: a trial whose worker
+died is marked FAIL once its heartbeat is stale, and a WAITING copy with the same
+parameters is queued (at most `MAX_RETRY` times), which the next worker runs.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import optuna
+from optuna.trial import TrialState
+
+from space.errors import UserError
+
+from .settings import Resolved
+
+__all__ = ["STUDY_ATTR", "IDENTITY_ATTR", "HEARTBEAT_INTERVAL", "GRACE_PERIOD", "MAX_RETRY",
+           "open_storage", "make_sampler", "make_pruner", "identity", "create_or_load_study",
+           "load_existing_study", "resolve_enqueue", "enqueue", "counted_trials", "is_counted",
+           "study_info", "space_identity"]
+
+STUDY_ATTR = "search"
+IDENTITY_ATTR = "search_identity"
+HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 30  # seconds without a heartbeat after which a running trial is stale
+MAX_RETRY = 2  # times a trial whose worker died is run again
+
+#: Trial states that count toward ``trials`` (an infeasible trial is COMPLETE).
+COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _sqlite_path(url: str) -> Path | None:
+    if url.startswith("sqlite:///"):
+        rest = url[len("sqlite:///"):]
+        return None if rest in ("", ":memory:") else Path(rest)
+    return None
+
+
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """An `RDBStorage` for ``url`` with heartbeats and retry of stale trials. A SQLite
+    file's folder is created (with ``create``); without ``create`` a missing SQLite file
+    is a `UserError` rather than a new empty database."""
+    path = _sqlite_path(url)
+    if path is not None:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            raise UserError(f"no study database at {path}; run `nas search` first, or pass --storage/--out")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY),
+                engine_kwargs={"connect_args": {"timeout": 60}} if path is not None else None)
+        except (ImportError, ModuleNotFoundError) as err:
+            raise UserError(f"--storage {url}: the database driver is not installed ({err})") from None
+        except Exception as err:  # noqa: BLE001 - sqlalchemy's many connection errors
+            raise UserError(f"--storage {url} cannot be opened: {str(err).splitlines()[0]}") from None
+
+
+def make_sampler(name: str, *, multi_objective: bool, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+    """``tpe`` (Optuna's default sampler, multi-objective TPE for several objectives),
+    ``nsga2`` (population ``min(50, max(8, trials // 4))``: Optuna's 50 would leave a
+    20-trial study in its random first generation) or ``random``. Constraints set with
+    `Trial.set_constraint` reach TPE and NSGA-II through the trials themselves."""
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(8, trials // 4)))
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise UserError(f"--sampler must be one of tpe, nsga2, random, got {name!r}")
+
+
+def make_pruner(early_stop: str, mode: str, *, min_epochs: int, eta: int, epochs: int) -> optuna.pruners.BasePruner:
+    """Reward mode's Optuna pruner over the per-epoch reward (``trial.report(value, epoch)``):
+    ``asha`` = `SuccessiveHalvingPruner` (rungs at ``min_epochs * eta**k``), ``median`` =
+    `MedianPruner` (5 startup trials, no pruning before ``min_epochs``), ``hyperband`` =
+    `HyperbandPruner` (``min_epochs`` .. ``epochs``). Pareto mode and ``none`` get the
+    `NopPruner` (MO-ASHA runs in the objective: Optuna cannot prune several objectives)."""
+    if mode != "reward" or early_stop == "none":
+        return optuna.pruners.NopPruner()
+    if early_stop == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_epochs, reduction_factor=eta)
+    if early_stop == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=min_epochs - 1)
+    if early_stop == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=min_epochs, max_resource=max(epochs, min_epochs),
+                                              reduction_factor=eta)
+    raise UserError(f"--early-stop must be one of none, asha, median, hyperband, got {early_stop!r}")
+
+
+def space_identity(space) -> dict:
+    """What of a space decides its architectures: its choices and its base's string (its
+    name and prose do not)."""
+    d = json.loads(json.dumps(space.to_dict()))
+    d.pop("name", None)
+    d.pop("description", None)
+    d["base"] = space.base.to_string()
+    return d
+
+
+def identity(r: Resolved) -> dict:
+    """The settings a resumed study must share with the call that created it (JSON-ready)."""
+    s = r.settings
+    return json.loads(json.dumps({
+        "mode": r.mode,
+        "objectives": list(r.objective_names),
+        "reward": None if r.mode != "reward" else {"kind": r.reward_kind, "hard": bool(s.hard)},
+        "target": list(r.target) if r.target else None,
+        "space": space_identity(r.space),
+        "dataset": str(s.dataset),
+        "epochs": s.epochs,
+        "subset": s.subset,
+        "val_size": s.val_size,
+        "split_seed": s.split_seed,
+        "recipe": s.recipe,
+        "train_overrides": dict(sorted(dict(s.train_overrides).items())),
+        "seed": s.seed,
+        "budgets": dict(sorted(r.budgets.items())),
+        "early_stop": [r.early_stop, s.min_epochs, s.eta] if r.early_stop != "none" else "none",
+    }, default=str))
+
+
+_FLAGS = {"mode": "--mode", "objectives": "--objectives", "reward": "--reward/--hard",
+          "target": "--target-*", "space": "--space", "dataset": "--dataset", "epochs": "--epochs",
+          "subset": "--subset", "val_size": "--val-size", "split_seed": "--split-seed",
+          "recipe": "--recipe", "train_overrides": "train_overrides", "seed": "--seed",
+          "budgets": "--max-*", "early_stop": "--early-stop/--min-epochs/--eta"}
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "not given"
+    if isinstance(value, (dict, list)) and len(json.dumps(value)) > 60:
+        return "other"
+    return json.dumps(value)
+
+
+def create_or_load_study(r: Resolved, info: Mapping[str, Any] | Callable[[], Mapping[str, Any]], *,
+                         storage=None, seed_offset: int = 0) -> tuple[optuna.Study, bool]:
+    """The study ``r.study_name`` in ``r.storage_url``: created (with ``info``, or what the
+    callable ``info`` returns, stored as `STUDY_ATTR` and `identity` as `IDENTITY_ATTR`) or
+    loaded and checked. Returns the study and whether it was created now. A stored study
+    with other settings is refused with one sentence naming each differing flag. The
+    sampler's seed is ``seed + trials already in the study + seed_offset``."""
+    storage = storage if storage is not None else open_storage(r.storage_url)
+    s = r.settings
+    existing = {st.study_name: st for st in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    ident = identity(r)
+    if r.study_name in existing:
+        study = optuna.load_study(study_name=r.study_name, storage=storage)
+        stored = study.user_attrs.get(IDENTITY_ATTR)
+        if stored is None:
+            raise UserError(f"study {r.study_name} in {r.storage_url} was not made by nas search; "
+                            "pass another --study")
+        differs = [k for k in sorted(set(ident) | set(stored)) if ident.get(k) != stored.get(k)]
+        if differs:
+            shown = "; ".join(f"{_FLAGS.get(k, k)} {_show(ident.get(k))} here, {_show(stored.get(k))} there"
+                              if k != "space" else "--space has other choices" for k in differs)
+            raise UserError(f"study {r.study_name} was made with other settings ({shown}); pass the same "
+                            f"settings to resume it, or another --study")
+        created = False
+    else:
+        study = optuna.create_study(storage=storage, study_name=r.study_name, directions=r.directions,
+                                    load_if_exists=True)
+        created = True
+        if IDENTITY_ATTR not in study.user_attrs:  # another worker may have won the race
+            made = info() if callable(info) else info
+            study.set_user_attr(STUDY_ATTR, json.loads(json.dumps(dict(made))))
+            study.set_user_attr(IDENTITY_ATTR, ident)
+    trials_so_far = len(study.get_trials(deepcopy=False))
+    # Offset the sampler's seed by the trials already there: a resumed study must not replay
+    # the proposals of its first run (they would all be duplicates).
+    study.sampler = make_sampler(s.sampler, multi_objective=r.mode == "pareto", seed=s.seed + trials_so_far + seed_offset,
+                                 trials=s.trials)
+    study.pruner = make_pruner(r.early_stop, r.mode, min_epochs=s.min_epochs, eta=s.eta, epochs=s.epochs)
+    return study, created
+
+
+def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
+    """A study made by `nas search`, for reading (`nas best`); `UserError` naming the
+    studies there when it does not exist."""
+    storage = open_storage(storage_url, create=False)
+    names = optuna.get_all_study_names(storage)
+    if study_name not in names:
+        there = f"; studies there: {', '.join(sorted(names))}" if names else "; it holds no study"
+        raise UserError(f"no study {study_name} in {storage_url}{there}")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    if STUDY_ATTR not in study.user_attrs:
+        raise UserError(f"study {study_name} in {storage_url} was not made by nas search")
+    return study
+
+
+def study_info(study: optuna.Study) -> dict:
+    """The study's `STUDY_ATTR` dict."""
+    return dict(study.user_attrs[STUDY_ATTR])
+
+
+def _enqueue_refs(refs: Iterable[str]) -> list[tuple[str, Any]]:
+    """(label, Arch) for each reference: a preset, an arch string, an arch JSON file, or a
+    JSON file holding a list of those."""
+    from space.presets import resolve_arch
+
+    out = []
+    for ref in refs:
+        path = Path(ref)
+        if ref.lower().endswith(".json") and path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, UnicodeDecodeError) as err:
+                raise UserError(f"--enqueue {ref}: not readable JSON ({err})") from None
+            if isinstance(data, list):
+                for i, item in enumerate(data):
+                    if not isinstance(item, str):
+                        raise UserError(f"--enqueue {ref}: item {i + 1} is not an arch string or preset name")
+                    out.append((f"{ref}[{i}]", resolve_arch(item)))
+                continue
+        out.append((ref, resolve_arch(ref)))
+    return out
+
+
+def resolve_enqueue(space, refs: Iterable[str]) -> list[tuple[str, dict]]:
+    """(label, parameters) for each referenced architecture: the parameters that decode to
+    it (`SearchSpace.params_of`). An architecture the space cannot express is refused with
+    one sentence naming the reference and why."""
+    from space.search import SpaceError
+
+    out = []
+    for label, arch in _enqueue_refs(refs):
+        try:
+            out.append((label, space.params_of(arch)))
+        except SpaceError as err:
+            raise UserError(f"--enqueue {label} is not in search space {space.name}: "
+                            f"{str(err).split(': ', 1)[-1]}") from None
+    return out
+
+
+def enqueue(study: optuna.Study, items: Iterable[tuple[str, dict]]) -> None:
+    """Queue each (label, parameters) as a WAITING trial with user attr ``enqueued`` = label.
+    Parameters already queued or tried are skipped (Optuna's ``skip_if_exists``), so a
+    resumed study does not queue them again."""
+    for label, params in items:
+        study.enqueue_trial(params, user_attrs={"enqueued": label}, skip_if_exists=True)
+
+
+def is_counted(t) -> bool:
+    return t.state in COUNTED_STATES
+
+
+def counted_trials(study: optuna.Study) -> tuple[int, int]:
+    """(trials that count toward ``trials``: COMPLETE and PRUNED, infeasible ones
+    included; trials RUNNING now)."""
+    trials = study.get_trials(deepcopy=False)
+    return (sum(1 for t in trials if is_counted(t)),
+            sum(1 for t in trials if t.state == TrialState.RUNNING))
