@@ -251,16 +251,19 @@ def test_mo_asha_prunes_a_dominated_trial_and_keeps_its_accuracy(space_file, tmp
         assert len(t.user_attrs[EPOCH_ACC_ATTR]) == 1 and 0 <= t.user_attrs[EPOCH_ACC_ATTR][0] <= 1
 
 
-def test_nas_best_json_prints_baseline_json(space_file, tmp_path, capsys):
-    run_search(settings(space_file, tmp_path, trials=2, early_stop="none"), progress=False)
-
+def test_nas_search_and_nas_best_json_prints_baseline_json(space_file, tmp_path, capsys):
     def build():
         parser = argparse.ArgumentParser(prog="nas")
         add_parsers(parser.add_subparsers(dest="command", required=True))
         return parser
 
     main = make_main(build)
-    capsys.readouterr()
+    out = str(tmp_path / "out")
+    assert main(["search", "--space", str(space_file), "--dataset", DATA, "--subset", "160", "--val-size", "40",
+                 "--threads", "1", "--trials", "2", "--early-stop", "none", "--out", out, "--quiet"]) == 0
+    assert "baseline: trial" in capsys.readouterr().out
+    assert main(["search", "--space", str(space_file), "--dataset", DATA, "--max-macs", "400m", "--out", out]) == 2
+    assert "error: --max-macs" in capsys.readouterr().err
     assert main(["best", "--study", "tiny-reward", "--out", str(tmp_path / "out"), "--json"]) == 0
     printed = capsys.readouterr().out
     assert printed == (tmp_path / "out" / "runs" / "tiny-reward" / "baseline.json").read_text()
@@ -331,3 +334,19 @@ def test_bad_settings_name_the_flag(space_file, tmp_path):
                      (dict(reward="v2", target=("macs", "1M")), "--target-macs"), (dict(study="a/b"), "--study")):
         with pytest.raises(UserError, match=flag.replace("-", r"\-")):
             run_search(settings(space_file, tmp_path, **kw), progress=False)
+
+
+@pytest.mark.slow  # two fresh Python processes import torch: about 15 s on 2 busy cores
+def test_two_workers_finish_the_count_without_lost_or_duplicated_trials(space_file, tmp_path):
+    summary = run_search(settings(space_file, tmp_path, trials=5, workers=2, epochs=1, early_stop="none"),
+                         progress=False)
+    trials = load(tmp_path, "tiny-reward").get_trials()
+    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(counted) == 5 and summary.counts["counted"] == 5
+    assert len({t.number for t in trials}) == len(trials)
+    # Anything else is a worker that lost the race for the last trial: never trained.
+    for t in trials:
+        if t not in counted:
+            assert t.state == TrialState.FAIL and t.user_attrs.get("surplus") and "arch" not in t.user_attrs
+    log = (tmp_path / "out" / "runs" / "tiny-reward" / "search.log").read_text()
+    assert sum(" COMPLETE " in line for line in log.splitlines()) == 5

@@ -145,7 +145,8 @@ class SearchSummary:
         mode, objectives, directions: as stored on the study.
         counts: trials by state name (``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING``,
             ``WAITING``) plus ``infeasible`` and ``duplicate`` (COMPLETE trials of those kinds),
-            and ``counted`` (COMPLETE + PRUNED: what counts toward ``--trials``).
+            ``counted`` (COMPLETE + PRUNED: what counts toward ``--trials``) and ``surplus``
+            (FAIL trials of workers that started after the count was reached; never trained).
         best: reward mode's best trial record, or None.
         front: Pareto mode's front, trial records sorted by the first cost.
         hypervolume, reference: the front's hypervolume and its reference point (accuracy 0,
@@ -204,6 +205,8 @@ def summarize(study: optuna.Study) -> SearchSummary:
     counts["infeasible"] = sum(1 for t in complete if not _is_feasible(t))
     counts["duplicate"] = sum(1 for t in complete if DUPLICATE_ATTR in t.user_attrs)
     counts["counted"] = counts["COMPLETE"] + counts["PRUNED"]
+    # Surplus trials (a worker that lost the race for the last trial) failed without work.
+    counts["surplus"] = sum(1 for t in trials if t.state == TrialState.FAIL and t.user_attrs.get(SURPLUS_ATTR))
     evaluated = [t for t in complete if _is_feasible(t) and DUPLICATE_ATTR not in t.user_attrs
                  and t.values is not None and all(math.isfinite(v) for v in t.values)]
     records = [trial_record(t, names) for t in sorted(trials, key=lambda t: t.number)]

@@ -291,7 +291,11 @@ def _run_trials(study: optuna.Study, ctx: TrialContext, r: Resolved, progress: _
 
 def _worker(settings_dict: dict, index: int, deadline_wall: float | None) -> None:
     """A worker process: load the data once, run trials on the shared study."""
-    settings = SearchSettings(**settings_dict)
+    d = dict(settings_dict)
+    for key in ("objectives", "target", "enqueue"):
+        if d.get(key) is not None:
+            d[key] = tuple(d[key])
+    settings = SearchSettings(**d)
     p = _prepare(settings)
     storage = open_storage(p.r.storage_url)
     with _quiet_optuna():
@@ -339,32 +343,34 @@ def _worker_settings(settings: SearchSettings, r: Resolved, k: int, i: int) -> d
 
 def _run_workers(settings: SearchSettings, r: Resolved, study: optuna.Study, progress: _Progress,
                  deadline: float | None) -> None:
-    import multiprocessing as mp
+    """Start ``settings.workers`` worker processes (``python -m nas.search.runner``, so they
+    do not depend on how this process was started), show the bar from the storage, wait."""
+    import json
+    import signal
+    import subprocess
 
     k = settings.workers
-    ctx = mp.get_context("spawn")
     deadline_wall = None if deadline is None else time.time() + (deadline - time.monotonic())
-    procs = [ctx.Process(target=_worker, args=(_worker_settings(settings, r, k, i), i, deadline_wall),
-                         name=f"nas-search-worker-{i}") for i in range(k)]
-    for proc in procs:
-        proc.start()
+    procs = []
+    for i in range(k):
+        payload = json.dumps({"settings": _worker_settings(settings, r, k, i), "index": i,
+                              "deadline": deadline_wall}, default=str)
+        procs.append(subprocess.Popen([sys.executable, "-m", "nas.search.runner", payload]))
     try:
-        while any(proc.is_alive() for proc in procs):
-            for proc in procs:
-                proc.join(timeout=_WAIT_POLL / len(procs))
+        while any(proc.poll() is None for proc in procs):
+            time.sleep(_WAIT_POLL)
             progress.sync()
     except KeyboardInterrupt:
-        import signal
-
         for proc in procs:  # forward Ctrl-C: each worker's running trial ends as FAIL
-            if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGINT)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
         for proc in procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
                 proc.terminate()
         raise
-    bad = [proc.exitcode for proc in procs if proc.exitcode not in (0, None)]
+    bad = [proc.returncode for proc in procs if proc.returncode != 0]
     if bad:
         warnings.warn(f"{len(bad)} of {k} search workers exited with an error (exit codes {bad}); "
                       "run the same command again to finish the study")
@@ -411,3 +417,17 @@ def run_search(settings: SearchSettings, progress: bool = True) -> SearchSummary
         raise
     bar.close()
     return write_outputs(study, r.out)
+
+
+def _worker_main(argv: list[str]) -> int:
+    """Entry of a worker process: ``python -m nas.search.runner '<json>'``."""
+    import json
+
+    from space.command_line import cli_entry
+
+    job = json.loads(argv[0])
+    return cli_entry(lambda: _worker(job["settings"], job["index"], job["deadline"]))()
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))
