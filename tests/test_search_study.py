@@ -336,7 +336,6 @@ def test_bad_settings_name_the_flag(space_file, tmp_path):
             run_search(settings(space_file, tmp_path, **kw), progress=False)
 
 
-@pytest.mark.slow  # two fresh Python processes import torch: about 15 s on 2 busy cores
 def test_two_workers_finish_the_count_without_lost_or_duplicated_trials(space_file, tmp_path):
     summary = run_search(settings(space_file, tmp_path, trials=5, workers=2, epochs=1, early_stop="none"),
                          progress=False)

@@ -70,7 +70,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY),
                 engine_kwargs={"connect_args": {"timeout": 60}} if path is not None else None)
@@ -78,6 +78,31 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
             raise UserError(f"--storage {url}: the database driver is not installed ({err})") from None
         except Exception as err:  # noqa: BLE001 - sqlalchemy's many connection errors
             raise UserError(f"--storage {url} cannot be opened: {str(err).splitlines()[0]}") from None
+    if path is not None:
+        _fast_sqlite(storage)
+    return storage
+
+
+def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
+    """WAL journal and ``synchronous=NORMAL`` on every connection of a SQLite storage.
+
+    Why: Optuna commits once per suggested parameter and per user attribute, and SQLite's
+    default journal fsyncs at every commit (about 15 ms here), which made 1.1 s of overhead
+    per trial of the 33-parameter mnasnet_cifar space. In WAL mode with NORMAL
+    synchronisation a commit is durable against a killed process (the database is never
+    corrupted) and only the last transactions can be lost to a power cut; WAL needs the
+    workers on one machine, which SQLite needs anyway.
+    """
+    from sqlalchemy import event
+
+    def pragmas(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # connections opened before the listener get replaced
 
 
 def make_sampler(name: str, *, multi_objective: bool, seed: int, trials: int) -> optuna.samplers.BaseSampler:
@@ -168,7 +193,7 @@ def create_or_load_study(r: Resolved, info: Mapping[str, Any] | Callable[[], Map
     sampler's seed is ``seed + trials already in the study + seed_offset``."""
     storage = storage if storage is not None else open_storage(r.storage_url)
     s = r.settings
-    existing = {st.study_name: st for st in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    existing = set(optuna.get_all_study_names(storage))
     ident = identity(r)
     if r.study_name in existing:
         study = optuna.load_study(study_name=r.study_name, storage=storage)
