@@ -9,8 +9,6 @@ import argparse
 import csv
 import itertools
 import json
-import math
-import warnings
 
 import optuna
 import pytest

@@ -40,7 +40,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..atomic import atomic_write
-from .early_stop import EPOCH_ACC_ATTR, Saved, compute_saved, epoch_accuracies
+from .early_stop import Saved, compute_saved, epoch_accuracies
 from .objectives import format_quantity, hypervolume, pareto_front
 from .study import STUDY_ATTR
 from .trial import (ARCH_ATTR, DUPLICATE_ATTR, ERROR_ATTR, INFEASIBLE_ATTR, PRUNED_AT_ATTR,

@@ -22,7 +22,8 @@ best reward or front size and hypervolume) and one line per finished trial appen
 ``<out>/runs/<study>/search.log``.
 
 Workers (``workers=K > 1``): the parent checks, creates and seeds the study, then starts K
-processes (spawned) that each load the data once and run trials on the shared study; CPU
+processes (``python -m nas.search.worker '<json settings>'``, so nothing depends on how the
+parent was started) that each load the data once and run trials on the shared study; CPU
 threads are split between them (``num_threads`` or torch's count, divided by K, at least
 1), and with CUDA devices each worker takes ``cuda:(i mod G)``. The parent shows the bar
 from the storage, waits for them, and on Ctrl-C interrupts them (their running trials are
@@ -50,9 +51,8 @@ from space.errors import UserError
 from .budgets import candidate_costs, smallest_reachable
 from .early_stop import MOASHA
 from .objectives import MnasReward, V2Reward, format_quantity, reward_from_dict
-from .results import LOG_FILE, SearchSummary, summarize, write_outputs
+from .results import LOG_FILE, SearchSummary, summarize, trial_reason, write_outputs
 from .settings import Resolved, SearchSettings, resolve_settings
-from .results import trial_reason
 from .study import (counted_trials, create_or_load_study, enqueue, open_storage, resolve_enqueue,
                     study_info)
 from .trial import ARCH_ATTR, SURPLUS_ATTR, Objective, SurplusTrial, TrialContext
@@ -343,7 +343,7 @@ def _worker_settings(settings: SearchSettings, r: Resolved, k: int, i: int) -> d
 
 def _run_workers(settings: SearchSettings, r: Resolved, study: optuna.Study, progress: _Progress,
                  deadline: float | None) -> None:
-    """Start ``settings.workers`` worker processes (``python -m nas.search.runner``, so they
+    """Start ``settings.workers`` worker processes (``python -m nas.search.worker``, so they
     do not depend on how this process was started), show the bar from the storage, wait."""
     import json
     import signal
@@ -355,7 +355,7 @@ def _run_workers(settings: SearchSettings, r: Resolved, study: optuna.Study, pro
     for i in range(k):
         payload = json.dumps({"settings": _worker_settings(settings, r, k, i), "index": i,
                               "deadline": deadline_wall}, default=str)
-        procs.append(subprocess.Popen([sys.executable, "-m", "nas.search.runner", payload]))
+        procs.append(subprocess.Popen([sys.executable, "-m", "nas.search.worker", payload]))
     try:
         while any(proc.poll() is None for proc in procs):
             time.sleep(_WAIT_POLL)
@@ -395,8 +395,8 @@ def run_search(settings: SearchSettings, progress: bool = True) -> SearchSummary
     storage = open_storage(r.storage_url)
     with _quiet_optuna():
         study, created = create_or_load_study(r, lambda: _study_info(p), storage=storage)
-    info = study_info(study)
-    enqueue(study, p.enqueue)
+        info = study_info(study)
+        enqueue(study, p.enqueue)
     deadline = None if s.timeout is None else started + s.timeout
     bar = _Progress(study, r, progress, r.run_dir / LOG_FILE)
     if progress and not created:
@@ -418,16 +418,3 @@ def run_search(settings: SearchSettings, progress: bool = True) -> SearchSummary
     bar.close()
     return write_outputs(study, r.out)
 
-
-def _worker_main(argv: list[str]) -> int:
-    """Entry of a worker process: ``python -m nas.search.runner '<json>'``."""
-    import json
-
-    from space.command_line import cli_entry
-
-    job = json.loads(argv[0])
-    return cli_entry(lambda: _worker(job["settings"], job["index"], job["deadline"]))()
-
-
-if __name__ == "__main__":
-    sys.exit(_worker_main(sys.argv[1:]))
