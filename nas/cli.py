@@ -1,13 +1,17 @@
 """``nas``: judge and search architectures.
 
     nas train --arch ARCH --dataset cifar10|cifar100|synthetic|PATH [--epochs E] [--subset N]
-              [--batch-size B] [--device D] [--test] [--out DIR] ...
+              [--recipe proxy|paper] [--val-size N] [--device D] [--test] [--out DIR] ...
     torchrun --nproc_per_node G -m nas train ...     # one model on G GPUs (DDP)
+    nas calibrate --space SPACE --dataset D --samples N --low SPEC --high SPEC [--seeds K]
+    nas search --space SPACE --dataset D [--mode reward|pareto] [--trials N] ...
+    nas best --study NAME [--storage URL] [--json]
 
 ``nas train`` trains one architecture on a proxy task, shows a progress bar per epoch on
 stderr, writes ``metrics.json``, ``arch.json`` and ``checkpoint.pt`` to ``--out`` and prints
 one JSON line on stdout with ``val_acc`` (and ``test_acc`` with ``--test``), ``seconds`` and
-``images_per_s``. The test split is read only with ``--test``.
+``images_per_s``. The test split is read only with ``--test``. ``calibrate`` lives in
+`nas.calibrate`, ``search`` and ``best`` in `nas.search`; this module is the thin layer.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from space.presets import resolve_arch
 
 from .atomic import write_json_atomic
 from .calibrate import add_parser as add_calibrate_parser
+from .search.cli import add_parsers as add_search_parsers
 
 __all__ = ["main"]
 
@@ -216,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     add_calibrate_parser(sub)
+    add_search_parsers(sub)
     return parser
 
 
