@@ -244,7 +244,12 @@ class _Progress:
 
 def _short(value: Any, kind: str) -> str:
     if kind in ("macs", "params", "latency", "step_time"):
-        return format_quantity(value, kind).replace(" ", "") if math.isfinite(value) else "inf"
+        if not math.isfinite(value):
+            return "inf"
+        text = format_quantity(value, kind)
+        # key=value tokens without spaces: the key names the unit of a count ("macs=32M"),
+        # a duration keeps its unit ("latency=5.0ms")
+        return text.replace(" ", "") if kind in ("latency", "step_time") else text.split(" ")[0]
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
