@@ -347,3 +347,10 @@ def test_two_workers_finish_the_count_without_lost_or_duplicated_trials(space_fi
             assert t.state == TrialState.FAIL and t.user_attrs.get("surplus") and "arch" not in t.user_attrs
     log = (tmp_path / "out" / "runs" / "tiny-reward" / "search.log").read_text()
     assert sum(" COMPLETE " in line for line in log.splitlines()) == 5
+
+
+def test_a_proxy_too_short_to_rank_anything_warns(space_file, tmp_path):
+    """1 epoch of a 160-image subset in batches of 32 (the adaptive batch's smallest) is 5
+    steps: far below the few hundred the proxy recipe needs."""
+    with pytest.warns(UserWarning, match=r"each candidate trains only 5 steps \(1 epoch of 160 images in batches of 32\)"):
+        run_search(settings(space_file, tmp_path, trials=1, epochs=1, early_stop="none"), progress=False)

@@ -82,6 +82,10 @@ class _Prepared:
     enqueue: list
 
 
+# Fewer optimiser steps per candidate than this and the proxy recipe barely leaves chance.
+MIN_USEFUL_STEPS = 150
+
+
 def _prepare(settings: SearchSettings) -> _Prepared:
     """Every check that needs the data, before anything is written."""
     from space.cost import cost as arch_cost
@@ -117,6 +121,14 @@ def _prepare(settings: SearchSettings) -> _Prepared:
     config = TrainConfig.for_recipe(s.recipe, **{**dict(s.train_overrides), "seed": s.seed, "device": s.device,
                                                  "num_threads": s.num_threads})
     batch = config.resolved_batch_size(len(splits.train))
+    steps = int(s.epochs * (len(splits.train) // batch))
+    if steps < MIN_USEFUL_STEPS:
+        # Measured: at 31 proxy steps every mnasnet_cifar candidate sat at chance on CIFAR-10,
+        # so the reward only ranked costs; `nas calibrate` tells how many steps a ranking needs.
+        epochs = f"{s.epochs:g} epoch" + ("" if s.epochs == 1 else "s")
+        warnings.warn(f"each candidate trains only {steps} steps ({epochs} of {len(splits.train)} images "
+                      f"in batches of {batch}); the proxy recipe needs a few hundred to rank architectures, "
+                      "so raise --epochs or --subset", UserWarning, stacklevel=3)
     return _Prepared(r, splits, num_classes, config, batch, queued)
 
 
