@@ -19,7 +19,7 @@ One module per job:
 """
 
 from .results import SearchSummary, pick_knee, write_outputs
-from .runner import run_search
+from .runner import run_search, search
 from .settings import SearchSettings
 
-__all__ = ["SearchSettings", "SearchSummary", "pick_knee", "run_search", "write_outputs"]
+__all__ = ["SearchSettings", "SearchSummary", "pick_knee", "run_search", "search", "write_outputs"]
