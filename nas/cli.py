@@ -100,7 +100,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig.for_recipe(args.recipe, **_recipe_overrides(args))
     splits = make_splits(args.dataset, val_size=args.val_size, val_fraction=args.val_fraction,
                          subset=args.subset, split_seed=args.split_seed, with_test=args.test,
-                         root=args.data_root, download=not args.no_download)
+                         root=args.data_root, download=not args.no_download,
+                         names={"subset": "--subset", "val_size": "--val-size"})
     # Under torchrun every process runs this command; only rank 0 writes and prints.
     is_main = int(os.environ.get("RANK", "0")) == 0
     record = _arch_record(arch, splits)

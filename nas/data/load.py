@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -107,6 +108,8 @@ def make_splits(
     root: str | Path | None = None,
     download: bool = True,
     seed: int | None = None,
+    subset_at_most: bool = False,
+    names: Mapping[str, str] | None = None,
 ) -> Splits:
     """Train / validation (/ test) parts of a dataset, stratified by class and seeded.
 
@@ -141,6 +144,10 @@ def make_splits(
             is validated on the same images while training seeds vary. Recorded in
             ``Splits.info``.
         root, download: as in `load_dataset`.
+        subset_at_most: take ``subset`` as a cap: a larger one than validation leaves uses
+            every remaining image (a search's budget on a small dataset) instead of failing.
+        names: how errors call ``subset`` and ``val_size`` (a command passes its flags,
+            ``{"subset": "--subset", "val_size": "--val-size"}``).
         seed: deprecated name of ``split_seed`` (a `DeprecationWarning`), removed in the
             next release; a non-zero ``split_seed`` that differs from it is a `TypeError`.
     """
@@ -154,6 +161,12 @@ def make_splits(
         )
         split_seed = seed
     split_seed = int(split_seed)
+    name_of = {"subset": "subset", "val_size": "val_size", **(names or {})}
+
+    def given(key: str, value) -> str:  # "subset=2000" in Python, "--subset 2000" for a flag
+        n = name_of[key]
+        return f"{n} {value}" if n.startswith("-") else f"{n}={value}"
+
     if val_size is not None and val_fraction is not None:
         raise DataError("give val_size or val_fraction, not both")
     if val_fraction is not None and not 0.0 <= val_fraction < 1.0:
@@ -169,22 +182,25 @@ def make_splits(
             raise DataError(f"val_fraction={val_fraction} of {n} images leaves an empty validation split; "
                             "use a larger val_fraction or give val_size")
     if val_size >= n:
-        raise DataError(f"val_size={val_size} leaves no training images of the {n} in {base}; use a smaller one")
+        raise DataError(f"{given('val_size', val_size)} leaves no training images of the {n} in {base}; "
+                        "use a smaller one")
     present = _present(full.labels, len(full.classes))
     held = stratified_subset(full.labels, val_size, split_seed)
     keep_mask = torch.ones(n, dtype=torch.bool)
     keep_mask[held] = False
     rest = full.subset(keep_mask)
     val = _renamed(full.subset(held), f"{base}:val")
+    if subset is not None and subset_at_most and subset >= len(rest):
+        subset = None
     if subset is not None:
         if subset < 1 or subset > len(rest):
-            raise DataError(f"subset must be between 1 and {len(rest)} (the training images of {base} left after "
-                            f"{_images(val_size)} of validation), got {subset}")
+            raise DataError(f"{name_of['subset']} must be between 1 and {len(rest)} (the training images of {base} "
+                            f"left after {_images(val_size)} of validation), got {subset}")
         classes_left = int(_present(rest.labels, len(rest.classes)).sum())
         if subset < classes_left:
             raise DataError(
-                f"subset={subset} is smaller than the {classes_left} classes of {base}, so some classes "
-                f"would have no image; use a subset of at least {classes_left}"
+                f"{given('subset', subset)} is smaller than the {classes_left} classes of {base}, so some "
+                f"classes would have no image; use a subset of at least {classes_left}"
             )
         train = rest.subset(stratified_subset(rest.labels, subset, split_seed))
     else:

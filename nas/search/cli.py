@@ -2,7 +2,7 @@
 ``nas`` command by `nas.cli`) and what they print. A thin layer over `run_search` and
 `write_outputs`.
 
-    nas search --space NAME|FILE --dataset D [--mode reward|pareto] [--reward mnas|v2] [--hard]
+    nas search --space NAME|FILE --dataset D [--budget quick|full] [--mode reward|pareto] [--reward mnas|v2] [--hard]
                [--objectives acc,macs] [--target-macs 400M | --target-params 5M | --target-latency 5ms]
                [--trials N] [--timeout S] [--sampler tpe|nsga2|random] [--storage URL] [--study NAME]
                [--recipe proxy|paper] [--epochs E] [--subset N] [--val-size N] [--seed S]
@@ -38,17 +38,20 @@ def _number(kind: type, name: str, minimum: float):
 
 
 def _settings(args: argparse.Namespace):
-    from .settings import SearchSettings
+    from .settings import settings_for_budget
 
     targets = [(k, getattr(args, f"target_{k}")) for k in ("macs", "params", "latency")
                if getattr(args, f"target_{k}") is not None]
     overrides = {k: getattr(args, k) for k in ("lr", "batch_size") if getattr(args, k) is not None}
-    return SearchSettings(
-        space=args.space, dataset=args.dataset, mode=args.mode, reward=args.reward, hard=args.hard,
+    sized = {k: v for k, v in (("trials", args.trials), ("epochs", args.epochs)) if v is not None}
+    if args.subset is not None:
+        sized["subset"] = args.subset if args.subset > 0 else None
+    return settings_for_budget(
+        args.budget, **sized, space=args.space, dataset=args.dataset, mode=args.mode, reward=args.reward, hard=args.hard,
         objectives=tuple(o.strip() for o in args.objectives.split(",")) if args.objectives else None,
-        target=targets[0] if targets else None, trials=args.trials, timeout=args.timeout,
+        target=targets[0] if targets else None, timeout=args.timeout,
         sampler=args.sampler, storage=args.storage, study=args.study, recipe=args.recipe,
-        epochs=args.epochs, subset=args.subset if args.subset > 0 else None, val_size=args.val_size,
+        val_size=args.val_size,
         seed=args.seed, split_seed=args.split_seed, enqueue=tuple(args.enqueue or ()),
         max_macs=args.max_macs, max_params=args.max_params, max_latency=args.max_latency,
         early_stop=args.early_stop, min_epochs=args.min_epochs, eta=args.eta, num_threads=args.threads,
@@ -90,7 +93,9 @@ def _cmd_best(args: argparse.Namespace) -> int:
 def add_parsers(subparsers: Any) -> None:
     """Register ``search`` and ``best`` on the ``nas`` command's sub-parsers (each sets
     ``func``, which returns the exit status)."""
-    from .settings import EARLY_STOPS, MODES, REWARDS, SAMPLERS
+    from .settings import BUDGETS, EARLY_STOPS, MODES, REWARDS, SAMPLERS
+
+    quick, full = BUDGETS["quick"], BUDGETS["full"]
 
     p = subparsers.add_parser(
         "search", help="search a space for a baseline architecture (an Optuna study)",
@@ -118,8 +123,13 @@ def add_parsers(subparsers: Any) -> None:
                         "in pareto mode baseline.json is the most accurate front member under it")
     t.add_argument("--target-params", default=None, help="T in parameters instead, e.g. 1.5M")
     t.add_argument("--target-latency", default=None, help="T as measured latency, e.g. 5ms")
-    p.add_argument("--trials", type=_number(int, "--trials", 1), default=20,
-                   help="trials to finish (complete, pruned, infeasible; failed ones are retried) (20)")
+    p.add_argument("--budget", choices=list(BUDGETS), default="quick",
+                   help=f"quick (default: {quick['trials']} trials of {quick['epochs']} epochs on "
+                        f"{quick['subset']} images, minutes on a CPU) or full ({full['trials']} trials of "
+                        f"{full['epochs']} epochs on every training image, for a GPU); --trials, --epochs "
+                        "and --subset override it")
+    p.add_argument("--trials", type=_number(int, "--trials", 1), default=None,
+                   help="trials to finish (complete, pruned, infeasible; failed ones are retried) (--budget's)")
     p.add_argument("--timeout", type=_number(float, "--timeout", 1), default=None,
                    help="seconds after which no new trial starts")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (default), nsga2 or random")
@@ -127,9 +137,10 @@ def add_parsers(subparsers: Any) -> None:
                    help="Optuna storage URL, e.g. postgresql://host/db (default sqlite <out>/runs/<study>/study.db)")
     p.add_argument("--study", default=None, help="study name (default <space>-<mode>); also the run folder")
     p.add_argument("--recipe", choices=["proxy", "paper"], default="proxy", help="training recipe (proxy)")
-    p.add_argument("--epochs", type=_number(int, "--epochs", 1), default=2, help="proxy epochs per candidate (2)")
-    p.add_argument("--subset", type=_number(int, "--subset", 0), default=2000,
-                   help="training images per candidate, 0 for all (2000)")
+    p.add_argument("--epochs", type=_number(int, "--epochs", 1), default=None,
+                   help="proxy epochs per candidate (--budget's)")
+    p.add_argument("--subset", type=_number(int, "--subset", 0), default=None,
+                   help="training images per candidate, 0 for all (--budget's)")
     p.add_argument("--val-size", type=_number(int, "--val-size", 1), default=None,
                    help="validation images, the same for every candidate (default 2500, at most a fifth)")
     p.add_argument("--seed", type=_number(int, "--seed", 0), default=0,

@@ -52,7 +52,7 @@ from .budgets import candidate_costs, smallest_reachable
 from .early_stop import MOASHA
 from .objectives import MnasReward, V2Reward, format_quantity, reward_from_dict
 from .results import LOG_FILE, SearchSummary, summarize, trial_reason, write_outputs
-from .settings import Resolved, SearchSettings, resolve_settings
+from .settings import Resolved, SearchSettings, resolve_settings, settings_for_budget
 from .study import (counted_trials, create_or_load_study, enqueue, open_storage, resolve_enqueue,
                     study_info)
 from .trial import ARCH_ATTR, SURPLUS_ATTR, Objective, SurplusTrial, TrialContext
@@ -64,9 +64,11 @@ _WAIT_POLL = 2.0  # seconds between looks at the storage while others' trials ru
 
 def search(space, dataset: str, **kwargs: Any) -> SearchSummary:
     """`run_search` with the settings as keyword arguments: ``search("mnasnet_cifar",
-    "cifar10", trials=20, target=("macs", "30M"))``; ``progress`` is passed through."""
+    "cifar10", trials=20, target=("macs", "30M"))``; ``budget="full"`` takes trials, epochs
+    and subset from that budget (`BUDGETS`) unless given; ``progress`` is passed through."""
     progress = kwargs.pop("progress", True)
-    return run_search(SearchSettings(space=space, dataset=dataset, **kwargs), progress=progress)
+    budget = kwargs.pop("budget", "quick")
+    return run_search(settings_for_budget(budget, space=space, dataset=dataset, **kwargs), progress=progress)
 
 
 # --------------------------------------------------------------------------- preparation
@@ -96,7 +98,13 @@ def _prepare(settings: SearchSettings) -> _Prepared:
     r = resolve_settings(settings)
     s = settings
     queued = resolve_enqueue(r.space, s.enqueue)
-    splits = make_splits(s.dataset, val_size=s.val_size, subset=s.subset, split_seed=s.split_seed)
+    # A budget's subset is a cap: on a dataset smaller than it, every candidate gets all images.
+    splits = make_splits(s.dataset, val_size=s.val_size, subset=s.subset, split_seed=s.split_seed,
+                         subset_at_most=True, names={"subset": "--subset", "val_size": "--val-size"})
+    if s.subset is not None and len(splits.train) < s.subset:
+        warnings.warn(f"--subset {s.subset} is more than the {len(splits.train)} training images that "
+                      f"validation leaves in {s.dataset}; every candidate trains on all {len(splits.train)}",
+                      UserWarning, stacklevel=3)
     num_classes = splits.num_classes
     if r.mode == "reward" and r.reward_kind == "mnas" and r.target is None:
         # T defaults to the base architecture's MACs: search for a better network of its size.

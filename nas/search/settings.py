@@ -30,8 +30,8 @@ from space.errors import UserError
 
 from .objectives import COST_KINDS, MnasReward, cost_kind, parse_quantity
 
-__all__ = ["SearchSettings", "Resolved", "resolve_settings", "MODES", "REWARDS", "SAMPLERS",
-           "EARLY_STOPS", "BUDGET_KINDS", "STUDY_NAME_RE"]
+__all__ = ["SearchSettings", "Resolved", "resolve_settings", "settings_for_budget", "MODES", "REWARDS",
+           "SAMPLERS", "EARLY_STOPS", "BUDGET_KINDS", "BUDGETS", "STUDY_NAME_RE"]
 
 MODES = ("reward", "pareto")
 REWARDS = ("mnas", "v2")
@@ -42,6 +42,14 @@ EARLY_STOPS = ("none", "asha", "median", "hyperband")
 _EARLY_STOP_ALIASES = {"mo-asha": "asha", "moasha": "asha", "sha": "asha"}
 #: Cost kinds a hard budget can bound, with the settings field that sets each.
 BUDGET_KINDS = {"macs": "max_macs", "params": "max_params", "latency": "max_latency"}
+#: Named search budgets: trials, proxy epochs per candidate and training images per candidate
+#: (None: the whole training split less validation). ``quick`` is the calibrated CPU proxy
+#: (4 epochs on 2,000 images, about 250 optimiser steps: see the README's calibration) and
+#: a first look in minutes on 2 CPU cores; ``full`` is the search to run on a GPU.
+BUDGETS: dict[str, dict[str, Any]] = {
+    "quick": {"trials": 16, "epochs": 4, "subset": 2000},
+    "full": {"trials": 100, "epochs": 10, "subset": None},
+}
 #: A study name is also a folder name under ``runs/``.
 STUDY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
@@ -60,7 +68,9 @@ _FLAG = {
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """Everything ``nas search`` takes, as one immutable value (see `run_search`).
+    """Everything ``nas search`` takes, as one immutable value (see `run_search`). The
+    defaults of ``trials``, ``epochs`` and ``subset`` are the ``quick`` budget's
+    (`BUDGETS`); `settings_for_budget` takes them from another.
 
     Attributes:
         space: a shipped space name, a space file, or a `space.search.SearchSpace`.
@@ -114,14 +124,14 @@ class SearchSettings:
     hard: bool = False
     objectives: tuple[str, ...] | None = None
     target: tuple[str, Any] | None = None
-    trials: int = 20
+    trials: int = BUDGETS["quick"]["trials"]
     timeout: float | None = None
     sampler: str = "tpe"
     storage: str | None = None
     study: str | None = None
     recipe: str = "proxy"
-    epochs: int = 2
-    subset: int | None = 2000
+    epochs: int = BUDGETS["quick"]["epochs"]
+    subset: int | None = BUDGETS["quick"]["subset"]
     val_size: int | None = None
     seed: int = 0
     split_seed: int = 0
@@ -199,6 +209,17 @@ def _quantity(name: str, value: Any, kind: str) -> float:
     return float(value)
 
 
+_OVERRIDE_FLAGS = {"lr": "--lr", "batch_size": "--batch-size"}
+
+
+def settings_for_budget(budget: str = "quick", **kwargs: Any) -> SearchSettings:
+    """`SearchSettings` with ``trials``, ``epochs`` and ``subset`` taken from `BUDGETS`
+    [budget] unless given in ``kwargs`` (``subset=None`` given means every image)."""
+    if budget not in BUDGETS:
+        raise UserError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
+    return SearchSettings(**{**BUDGETS[budget], **kwargs})
+
+
 def default_study_name(space_name: str, mode: str) -> str:
     """``<space>-<mode>``, cleaned into a folder name."""
     name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", f"{space_name}-{mode}").strip("._-") or "search"
@@ -264,7 +285,14 @@ def resolve_settings(s: SearchSettings) -> Resolved:
     bad = sorted(set(s.train_overrides) - set(TrainConfig.__dataclass_fields__))
     if bad:
         raise UserError(f"train_overrides: {bad[0]!r} is not a TrainConfig setting")
-    TrainConfig.for_recipe(s.recipe, **dict(s.train_overrides))  # validates the values
+    try:
+        TrainConfig.for_recipe(s.recipe, **dict(s.train_overrides))  # validates the values
+    except UserError as err:
+        # The command's overrides are flags; name them as the user typed them.
+        message = str(err)
+        for name, flag in _OVERRIDE_FLAGS.items():
+            message = message.replace(f"TrainConfig.{name} ", f"{flag} ")
+        raise UserError(message) from None
 
     early = _EARLY_STOP_ALIASES.get(s.early_stop, s.early_stop)
     if early not in EARLY_STOPS:
