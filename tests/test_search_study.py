@@ -124,11 +124,17 @@ def test_pareto_mode_values_front_and_hypervolume(space_file, tmp_path):
     for t in done:
         model = build_model(Arch.from_string(t.user_attrs["arch"]), num_classes=4)
         assert t.values == [t.user_attrs["val_acc"], sum(p.numel() for p in model.parameters())]
-    # Front and hypervolume by hand: (acc, params), reference (0, largest params seen).
+    # Front and hypervolume by hand: (acc, params), reference (0, the space's largest params,
+    # by brute force over its architectures).
+    from space.search import SearchSpace
+
+    space = SearchSpace.load(space_file)
     pts = [tuple(t.values) for t in done]
     front = {p for p in pts if not any(q[0] >= p[0] and q[1] <= p[1] and q != p for q in pts)}
     assert {(r["acc"], r["params"]) for r in summary.front} == front
-    ref_cost = max(p[1] for p in pts)
+    ref_cost = max(sum(p.numel() for p in build_model(space.decode(dict(zip(space.dimensions(), combo))),
+                                                      num_classes=4).parameters())
+                   for combo in itertools.product(*space.dimensions().values()))
     hv, best_cost = 0.0, ref_cost
     for acc, c in sorted(front, key=lambda p: -p[0]):  # most accurate first: each adds a strip
         hv += acc * (best_cost - c) if c < best_cost else 0.0
@@ -283,8 +289,8 @@ def test_budget_below_every_architecture_is_refused_naming_the_smallest(space_fi
     assert not (tmp_path / "out" / "runs").exists()  # refused before anything was written
 
 
-def test_smallest_reachable_matches_brute_force_with_block_choices(tmp_path):
-    from nas.search.budgets import smallest_reachable
+def test_smallest_and_largest_reachable_match_brute_force_with_block_choices(tmp_path):
+    from nas.search.budgets import largest_reachable, smallest_reachable
     from space.cost import cost
     from space.search import SearchSpace
 
@@ -294,10 +300,12 @@ def test_smallest_reachable_matches_brute_force_with_block_choices(tmp_path):
                                                               "expand": [1, 3], "kernel": [3, 5],
                                                               "width": [0.5, 1.5], "layers": [0, 1]}})
     for kind in ("macs", "params"):
-        brute = min(getattr(cost(space.decode(dict(zip(space.dimensions(), combo))), num_classes=10), kind)
-                    for combo in itertools.product(*space.dimensions().values()))
+        every = [getattr(cost(space.decode(dict(zip(space.dimensions(), combo))), num_classes=10), kind)
+                 for combo in itertools.product(*space.dimensions().values())]
         value, arch = smallest_reachable(space, kind, 10)
-        assert value == brute and getattr(cost(arch, num_classes=10), kind) == brute
+        assert value == min(every) and getattr(cost(arch, num_classes=10), kind) == min(every)
+        value, arch = largest_reachable(space, kind, 10)
+        assert value == max(every) and getattr(cost(arch, num_classes=10), kind) == max(every)
 
 
 def test_enqueue_seeds_the_study_and_refuses_what_the_space_cannot_express(space_file, tmp_path):

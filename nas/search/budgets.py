@@ -5,7 +5,8 @@
 * `over_budget`: the reasons a candidate breaks the hard budgets, and the Optuna
   constraint values (``cost / limit - 1``: <= 0 feasible, > 0 the relative excess).
 * `smallest_reachable`: the least MACs or params of any architecture in a space, so that
-  a budget no architecture meets is refused before the study starts.
+  a budget no architecture meets is refused before the study starts; `largest_reachable`,
+  the greatest, the hypervolume's reference point.
 
 Units as in `nas.search.objectives`: MACs per image, a parameter count, seconds.
 """
@@ -19,7 +20,7 @@ from space.cost import cost as arch_cost
 
 from .objectives import cost_kind, format_quantity
 
-__all__ = ["candidate_costs", "over_budget", "constraint_values", "smallest_reachable",
+__all__ = ["candidate_costs", "over_budget", "constraint_values", "smallest_reachable", "largest_reachable",
            "measure_step_time"]
 
 
@@ -108,7 +109,18 @@ def over_budget(costs: Mapping[str, float], budgets: Mapping[str, float]) -> lis
 
 def smallest_reachable(space, kind: str, num_classes: int) -> tuple[float, Any]:
     """The least ``kind`` (``"macs"`` or ``"params"``) of any architecture of ``space`` at
-    ``num_classes``, and one architecture that has it.
+    ``num_classes``, and one architecture that has it (see `_extreme_reachable`)."""
+    return _extreme_reachable(space, kind, num_classes, largest=False)
+
+
+def largest_reachable(space, kind: str, num_classes: int) -> tuple[float, Any]:
+    """The greatest ``kind`` of any architecture of ``space``, and one that has it: the
+    hypervolume's reference point of a study without a hard budget on that cost."""
+    return _extreme_reachable(space, kind, num_classes, largest=True)
+
+
+def _extreme_reachable(space, kind: str, num_classes: int, *, largest: bool) -> tuple[float, Any]:
+    """The least (or greatest) ``kind`` of any architecture of ``space``.
 
     Why this is exact without enumerating the space: stages decode independently and, for
     either block kind, a stage's MACs and params never decrease when its kernel, expansion,
@@ -117,11 +129,12 @@ def smallest_reachable(space, kind: str, num_classes: int) -> tuple[float, Any]:
     such field is optimal whatever the blocks are, and given those, each stage's block kind
     only changes that stage's own term. Coordinate descent over the parameters (each set in
     turn to its cheapest choice, other parameters held, repeated until nothing changes)
-    therefore ends at the global minimum; tests check it against brute force.
+    therefore ends at the global minimum; tests check it against brute force. The same
+    argument, mirrored, makes coordinate ascent end at the global maximum.
     """
     cost_kind(kind)
     if kind not in ("macs", "params"):
-        raise ValueError(f"smallest_reachable computes macs or params, not {kind!r}")
+        raise ValueError(f"the reachable extremes are computed for macs or params, not {kind!r}")
     dims = space.dimensions()
 
     def value(params: Mapping[str, Any]) -> int:
@@ -129,7 +142,7 @@ def smallest_reachable(space, kind: str, num_classes: int) -> tuple[float, Any]:
 
     params = {name: choices[0] for name, choices in dims.items()}
     best = value(params)
-    for _ in range(len(dims) + 1):  # each pass that changes something lowers the cost
+    for _ in range(len(dims) + 1):  # each pass that changes something improves the cost
         changed = False
         for name, choices in dims.items():
             for choice in choices:
@@ -137,7 +150,7 @@ def smallest_reachable(space, kind: str, num_classes: int) -> tuple[float, Any]:
                     continue
                 trial = {**params, name: choice}
                 v = value(trial)
-                if v < best:
+                if (v > best) if largest else (v < best):
                     best, params, changed = v, trial, True
         if not changed:
             break

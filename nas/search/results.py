@@ -12,10 +12,12 @@ evaluated trial with the highest reward (ties: the lower number). Pareto mode's 
 
 Hypervolume reference point
 ---------------------------
-Accuracy 0, and for each cost its hard budget when the study has one, else the largest
-value of that cost among the evaluated trials (so the costliest trial adds no volume, and
-the figure moves as the study finds costlier architectures: compare hypervolumes only at
-one stated reference, which the summary prints).
+Accuracy 0, and for each cost its hard budget when the study has one, else for MACs and
+params the costliest architecture of the space (`budgets.largest_reachable`, fixed when the
+study is created and stored as ``hv_reference``), so the figure is comparable over a study's
+life and between studies of one space. A measured cost (latency, step time) without a budget
+takes the largest value among the evaluated trials: the costliest trial then adds no volume
+and the figure moves as costlier ones appear. The summary prints the reference.
 
 Pareto mode's baseline (the rule is stored in ``baseline.json`` under ``"rule"``)
 ----------------------------------------------------------------------------------
@@ -228,9 +230,10 @@ def summarize(study: optuna.Study) -> SearchSummary:
         idx = pareto_front(points, directions)
         members = [evaluated[i] for i in idx]
         budgets = info.get("budgets") or {}
+        fixed = info.get("hv_reference") or {}
         costs = list(names[1:])
-        ref = tuple([0.0] + [float(budgets[c]) if c in budgets else max(p[k + 1] for p in points)
-                             for k, c in enumerate(costs)])
+        ref = tuple([0.0] + [float(fixed[c]) if c in fixed else float(budgets[c]) if c in budgets
+                             else max(p[k + 1] for p in points) for k, c in enumerate(costs)])
         hv = hypervolume(points, ref, directions)
         front = sorted((by_number[t.number] for t in members), key=lambda r: (r[costs[0]], r["number"]))
         target = info.get("target")

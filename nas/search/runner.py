@@ -48,7 +48,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from space.errors import UserError
 
-from .budgets import candidate_costs, smallest_reachable
+from .budgets import candidate_costs, largest_reachable, smallest_reachable
 from .early_stop import MOASHA
 from .objectives import MnasReward, V2Reward, format_quantity, reward_from_dict
 from .results import LOG_FILE, SearchSummary, summarize, trial_reason, write_outputs
@@ -154,8 +154,14 @@ def _study_info(p: _Prepared) -> dict:
             ref = candidate_costs(r.space.base, p.num_classes, {"step_time"}, device=s.device,
                                   batch_size=p.batch_size, num_threads=s.num_threads)
             reward = V2Reward(ref_step_time=ref["step_time"], ref_params=ref["params"])
+    # A fixed hypervolume reference, so the figure is comparable across a study's life and
+    # between studies of one space: the budget, else the space's costliest architecture
+    # (analytic costs only; a measured cost falls back to the costliest seen).
+    hv_reference = {c: float(r.budgets[c]) if c in r.budgets else largest_reachable(r.space, c, p.num_classes)[0]
+                    for c in r.costs if c in r.budgets or c in ("macs", "params")}
     info = {
         "mode": r.mode, "objectives": list(r.objective_names), "directions": r.directions,
+        "hv_reference": hv_reference,
         "costs": list(r.costs), "budgets": dict(r.budgets),
         "target": list(r.target) if r.target else None,
         "reward": reward.to_dict() if reward is not None else None,

@@ -6,7 +6,8 @@ Study user attributes (JSON in the storage, read by `nas best` and the reports):
 
 * ``STUDY_ATTR`` (``"search"``): what the study is: ``mode``, ``objectives`` (names, in
   the order of the values), ``directions``, ``costs``, ``budgets`` (cost kind -> limit),
-  ``target`` ([kind, value] or null), ``reward`` (`MnasReward.to_dict` /
+  ``target`` ([kind, value] or null), ``hv_reference`` (cost kind -> the hypervolume reference
+  value fixed at creation, see `nas.search.results`), ``reward`` (`MnasReward.to_dict` /
   `V2Reward.to_dict`, with the measured references, or null), ``epochs``,
   ``early_stop``, ``min_epochs``, ``eta``, ``num_classes``, ``dataset``, ``space``
   (name), ``recipe``, ``seed``.
