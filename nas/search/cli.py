@@ -10,6 +10,8 @@
                [--max-latency T] [--early-stop none|asha|median|hyperband] [--min-epochs R] [--eta H]
                [--workers K] [--out DIR] [--threads T] [--device D] [--quiet]
     nas best --study NAME [--storage URL] [--out DIR] [--json]
+    nas pick --study NAME [--storage URL] [--out DIR]
+             (--max-macs Q | --max-params Q | --max-latency T | --knee | --trial N | --reset)
 """
 
 from __future__ import annotations
@@ -72,13 +74,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_best(args: argparse.Namespace) -> int:
     from .results import BASELINE_FILE, write_outputs
-    from .settings import STUDY_NAME_RE
-    from .study import load_existing_study
 
-    if not STUDY_NAME_RE.match(args.study):
-        raise UserError(f"--study must be letters, digits, '_', '-' or '.', got {args.study!r}")
-    url = args.storage or f"sqlite:///{(Path(args.out) / 'runs' / args.study / 'study.db').resolve()}"
-    study = load_existing_study(args.study, url)
+    study = _open_study(args)
     summary = write_outputs(study, args.out)  # refreshed: the study may have moved on
     if summary.baseline is None:
         raise UserError(f"study {args.study} has no finished feasible trial yet, so no baseline")
@@ -90,9 +87,77 @@ def _cmd_best(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_study(args: argparse.Namespace):
+    from .settings import STUDY_NAME_RE
+    from .study import load_existing_study
+
+    if not STUDY_NAME_RE.match(args.study):
+        raise UserError(f"--study must be letters, digits, '_', '-' or '.', got {args.study!r}")
+    url = args.storage or f"sqlite:///{(Path(args.out) / 'runs' / args.study / 'study.db').resolve()}"
+    return load_existing_study(args.study, url)
+
+
+_PICK_FLAGS = {"max_macs": "--max-macs", "max_params": "--max-params", "max_latency": "--max-latency",
+               "knee": "--knee", "trial": "--trial", "reset": "--reset"}
+
+
+def _pick_rule(args: argparse.Namespace) -> dict | None:
+    """The rule the flags give (None for --reset); exactly one flag must be given."""
+    from .pick import budget_rule
+
+    given = [flag for name, flag in _PICK_FLAGS.items() if getattr(args, name) not in (None, False)]
+    if len(given) != 1:
+        choices = ", ".join(_PICK_FLAGS.values())
+        if not given:
+            raise UserError(f"nas pick needs one rule: {choices}")
+        raise UserError(f"give one rule, not {' and '.join(given)}")
+    if args.reset:
+        return None
+    if args.knee:
+        return {"rule": "knee"}
+    if args.trial is not None:
+        return {"rule": "trial", "number": args.trial}
+    kind = next(k for k in ("macs", "params", "latency") if getattr(args, f"max_{k}") is not None)
+    return budget_rule(kind, getattr(args, f"max_{kind}"))
+
+
+def _describe_choice(summary) -> str:
+    """``trial 7 (acc 0.812, 18.2M MACs): <rule>`` for the chosen baseline."""
+    from .objectives import COST_KINDS, format_quantity
+
+    b = summary.baseline
+    parts = []
+    for name in summary.objectives:
+        value = b.get(name)
+        if value is None:
+            continue
+        parts.append(format_quantity(value, name) if name in COST_KINDS else f"{name} {value:.4g}")
+    if summary.mode == "reward":
+        parts += [f"acc {b['val_acc']:.4g}"] if b.get("val_acc") is not None else []
+        parts += [format_quantity(b[k], k) for k in ("macs", "params") if b.get(k) is not None]
+    return f"trial {b['number']} ({', '.join(parts)}): {summary.rule}"
+
+
+def _cmd_pick(args: argparse.Namespace) -> int:
+    from .pick import pick, reset_pick
+    from .results import BASELINE_FILE
+
+    rule = _pick_rule(args)  # flags first: a bad call opens nothing
+    study = _open_study(args)
+    summary = pick(study, rule, args.out) if rule is not None else reset_pick(study, args.out)
+    if summary.baseline is None:
+        print(f"study {args.study}: the stored pick is forgotten; no finished feasible trial yet, so no baseline",
+              flush=True)
+        return 0
+    lead = "picked " if rule is not None else "reset to the search's rule: "
+    print(lead + _describe_choice(summary), flush=True)
+    print(f"wrote {summary.run_dir / BASELINE_FILE}", flush=True)
+    return 0
+
+
 def add_parsers(subparsers: Any) -> None:
-    """Register ``search`` and ``best`` on the ``nas`` command's sub-parsers (each sets
-    ``func``, which returns the exit status)."""
+    """Register ``search``, ``best`` and ``pick`` on the ``nas`` command's sub-parsers (each
+    sets ``func``, which returns the exit status)."""
     from .settings import BUDGETS, EARLY_STOPS, MODES, REWARDS, SAMPLERS
 
     quick, full = BUDGETS["quick"], BUDGETS["full"]
@@ -180,3 +245,25 @@ def add_parsers(subparsers: Any) -> None:
     b.add_argument("--out", default=".", help="folder holding runs/<study>/ (default: the working directory)")
     b.add_argument("--json", action="store_true", help="print baseline.json exactly")
     b.set_defaults(func=_cmd_best)
+
+    k = subparsers.add_parser(
+        "pick", help="choose a search study's baseline by a budget, the knee, or a trial number",
+        description="Choose the baseline of a search study by a rule of your own and keep it: the rule "
+                    "is stored in the study, so `nas best` (and a resumed `nas search`) show the same "
+                    "choice, re-applied as the study grows. Rewrites <out>/runs/<study>/baseline.json, "
+                    "trials.csv and summary.txt, and prints the choice and why. Give exactly one rule.")
+    k.add_argument("--study", required=True, help="study name")
+    k.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite <out>/runs/<study>/study.db)")
+    k.add_argument("--out", default=".", help="folder holding runs/<study>/ (default: the working directory)")
+    k.add_argument("--max-macs", default=None, metavar="Q",
+                   help="the most accurate front member (reward mode: the highest reward) at or under "
+                        "Q MACs, e.g. 20M")
+    k.add_argument("--max-params", default=None, metavar="Q", help="the same under a parameter budget, e.g. 3M")
+    k.add_argument("--max-latency", default=None, metavar="T",
+                   help="the same under a measured latency, e.g. 5ms (the study must have measured it)")
+    k.add_argument("--knee", action="store_true", help="the knee of the front (pareto mode)")
+    k.add_argument("--trial", type=_number(int, "--trial", 0), default=None, metavar="N",
+                   help="trial N (complete, feasible, not a duplicate)")
+    k.add_argument("--reset", action="store_true",
+                   help="forget the stored pick: the search's own rule applies again")
+    k.set_defaults(func=_cmd_pick)

@@ -25,6 +25,11 @@ Pareto mode's baseline (the rule is stored in ``baseline.json`` under ``"rule"``
    that kind is at most the target;
 2. else, with a hard budget: the most accurate front member (all of them meet it);
 3. else (or when no member is under the target) the knee, `pick_knee`.
+
+A rule stored by ``nas pick`` (`nas.search.pick`, the study user attribute ``"pick"``)
+replaces these in either mode; when it no longer chooses anything (which a budget or
+the knee cannot, and a trial number only if the storage was edited) the search's own rule
+applies and ``rule`` says why.
 """
 
 from __future__ import annotations
@@ -194,8 +199,16 @@ def _storage_url(study: optuna.Study) -> str:
     return str(getattr(inner, "url", "") or "")
 
 
-def summarize(study: optuna.Study) -> SearchSummary:
-    """Read ``study`` (made by `nas search`) into a `SearchSummary`."""
+_STORED = object()
+
+
+def summarize(study: optuna.Study, *, pick: Any = _STORED, strict: bool = False) -> SearchSummary:
+    """Read ``study`` (made by `nas search`) into a `SearchSummary`.
+
+    ``pick``: the `nas.search.pick` rule that chooses the baseline; by default the one
+    stored on the study, if any (None: the search's own rule). ``strict``: raise the rule's
+    `PickError` when it chooses nothing, instead of falling back to the search's rule.
+    """
     info = dict(study.user_attrs[STUDY_ATTR])
     mode, names = info["mode"], tuple(info["objectives"])
     directions = tuple(info["directions"])
@@ -216,6 +229,7 @@ def summarize(study: optuna.Study) -> SearchSummary:
     saved = compute_saved(trials, int(info["epochs"]))
 
     best = None
+    members: list[FrozenTrial] = []
     front: list[dict] = []
     hv = ref = None
     baseline = None
@@ -252,6 +266,24 @@ def summarize(study: optuna.Study) -> SearchSummary:
             rule = ("the knee of the front (farthest from the line joining its extremes, normalised)"
                     + (" (no front member is under the target)" if target else ""))
         baseline = by_number[chosen.number]
+    if pick is _STORED:
+        from .pick import stored_rule
+
+        pick = stored_rule(study)
+    if pick is not None:
+        from .pick import PickError, choose, rule_flags
+
+        try:
+            picked, picked_rule = choose(pick, study_name=study.study_name, mode=mode, names=names,
+                                         directions=directions, evaluated=evaluated, members=members,
+                                         trials=trials)
+        except PickError as err:
+            if strict:
+                raise
+            if baseline is not None:
+                rule += f" (the stored nas pick {rule_flags(pick)} chooses nothing: {err})"
+        else:
+            baseline, rule = by_number[picked.number], picked_rule
     return SearchSummary(study=study.study_name, storage=_storage_url(study), mode=mode, objectives=names,
                          directions=directions, counts=counts, best=best, front=front, hypervolume=hv,
                          reference=ref, baseline=baseline, rule=rule, saved=saved, info=info, records=records)
