@@ -9,13 +9,14 @@
     nas pick --study NAME (--max-macs Q | --max-params Q | --max-latency T | --knee | --trial N)
     nas export --arch baseline.json|PRESET|ARCH [--checkpoint FILE] --format onnx|torchscript --out FILE
     nas eval --checkpoint FILE [--dataset D] [--test]
+    nas report --study NAME [--storage URL] [--out DIR]
 
 ``nas train`` trains one architecture on a proxy task, shows a progress bar per epoch on
 stderr, writes ``metrics.json``, ``arch.json`` and ``checkpoint.pt`` to ``--out`` and prints
 one JSON line on stdout with ``val_acc`` (and ``test_acc`` with ``--test``), ``seconds`` and
 ``images_per_s``. The test split is read only with ``--test``. ``calibrate`` lives in
 `nas.calibrate`, ``search``, ``best`` and ``pick`` in `nas.search`, ``export`` in `nas.export`,
-``eval`` in `nas.evaluation`; this module is the thin layer.
+``eval`` in `nas.evaluation`, ``report`` in `nas.report`; this module is the thin layer.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .atomic import write_json_atomic
 from .calibrate import add_parser as add_calibrate_parser
 from .evaluation.cli import add_parser as add_eval_parser
 from .export.cli import add_parser as add_export_parser
+from .report.cli import add_parser as add_report_parser
 from .search.cli import add_parsers as add_search_parsers
 
 __all__ = ["main"]
@@ -231,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_parsers(sub)
     add_export_parser(sub)
     add_eval_parser(sub)
+    add_report_parser(sub)
     return parser
 
 
