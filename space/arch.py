@@ -452,6 +452,15 @@ class Arch:
     def __str__(self) -> str:
         return self.to_string()
 
+    def short_label(self, *, channels: bool = False) -> str:
+        """A label for tables and plots, one token per stage: ``k<kernel>e<expand>``, a leading
+        ``F`` for Fused-MBConv, ``c<channels>`` when asked, ``xN`` for N layers. Not parseable:
+        resolution, stem, strides, SE and head are left out (`to_string` has them)."""
+        return " ".join(
+            f"{'F' if s.block == 'fused_mbconv' else ''}k{s.kernel}e{s.expand:g}"
+            + (f"c{s.channels}" if channels else "") + (f"x{s.layers}" if s.layers != 1 else "")
+            for s in self.stages)
+
     @classmethod
     def from_string(cls, text: str) -> "Arch":
         """Parse the string form; raises `ArchError` naming the offending token."""

@@ -293,3 +293,15 @@ def test_arch_json_from_nas_train_carries_ignorable_metadata():
         Arch.from_dict({**data, "num_classes": "ten"})
     with pytest.raises(ArchError, match="class_names"):
         Arch.from_dict({**data, "class_names": [1, 2]})
+
+
+def test_short_label_reads_like_the_papers_tables():
+    # EfficientNetV2-S, Table 4 of the V2 paper: three Fused-MBConv stages, then MBConv.
+    from space.presets import get_preset
+
+    v2s = get_preset("efficientnet_v2_s").arch()
+    assert v2s.short_label(channels=True) == \
+        "Fk3e1c24x2 Fk3e4c48x4 Fk3e4c64x4 k3e4c128x6 k3e6c160x9 k3e6c256x15"
+    # EfficientNet-B0, Table 1: kernels 3,3,5,3,5,5,3; expansion 1 then 6; layers 1,2,2,3,3,4,1.
+    assert get_preset("efficientnet_b0").arch().short_label() == \
+        "k3e1 k3e6x2 k5e6x2 k3e6x3 k5e6x3 k5e6x4 k3e6"

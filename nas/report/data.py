@@ -235,11 +235,9 @@ def short_arch(arch: str, per_line: int = 4) -> str:
     from space import Arch
 
     try:
-        stages = Arch.from_string(arch).stages
+        parts = Arch.from_string(arch).short_label().split(" ")
     except Exception:  # noqa: BLE001 - any unreadable string just gets cut
         return arch if len(arch) <= 24 else arch[:21] + "..."
-    parts = [f"{'F' if s.block.startswith('fused') else ''}k{s.kernel}e{s.expand:g}"
-             + (f"x{s.layers}" if s.layers != 1 else "") for s in stages]
     return "\n".join(" ".join(parts[i:i + per_line]) for i in range(0, len(parts), per_line))
 
 

@@ -46,6 +46,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from space.arch import Arch, ArchError
+
 from ..atomic import atomic_write
 from .early_stop import Saved, compute_saved, epoch_accuracies
 from .objectives import format_quantity, hypervolume, pareto_front
@@ -289,6 +291,15 @@ def summarize(study: optuna.Study, *, pick: Any = _STORED, strict: bool = False)
                          reference=ref, baseline=baseline, rule=rule, saved=saved, info=info, records=records)
 
 
+def _short_label(arch: str) -> str:
+    """The table's arch column: stages in short form with channels (full strings, which share a
+    long prefix, are in trials.csv)."""
+    try:
+        return Arch.from_string(arch).short_label(channels=True)
+    except ArchError:
+        return arch if len(arch) <= 60 else arch[:57] + "..."
+
+
 def _fmt(value: Any, kind: str | None = None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -331,7 +342,7 @@ def format_summary(s: SearchSummary) -> str:
             cells = [str(r["number"]), _fmt(r.get("val_acc")), *([_fmt(r.get("reward"), digits=4)]
                      if s.mode == "reward" else [])]
             cells += [_fmt(r.get(k), k) for k in head[len(cells):]]
-            arch = r["arch"] if len(r["arch"]) <= 60 else r["arch"][:57] + "..."
+            arch = _short_label(r["arch"])
             lines.append("  " + "  ".join(f"{x:>12}" for x in cells) + "  " + arch)
         if len(rows) > 12:
             lines.append(f"  ... {len(rows) - 12} more in {TRIALS_FILE}")
