@@ -93,6 +93,19 @@ def test_reward_mode_mnas_soft_completes_and_writes_outputs(space_file, tmp_path
     assert resolve_arch(str(run / "baseline.json")).to_string() == best.user_attrs["arch"]
 
 
+def test_reward_mode_mnas_hard_completes_with_the_hard_reward(space_file, tmp_path):
+    # Each candidate is checked against the branch of the rule its MACs fall in.
+    run_search(settings(space_file, tmp_path, trials=4, target=("macs", "150k"), hard=True, early_stop="none"),
+               progress=False)
+    done = [t for t in load(tmp_path, "tiny-reward").get_trials() if t.state == TrialState.COMPLETE]
+    assert len(done) == 4
+    for t in done:
+        a = t.user_attrs
+        # MnasNet's hard constraint: the accuracy itself at or under T, ACC * (T / MACs) over it.
+        expected = a["val_acc"] if a["macs"] <= 150e3 else a["val_acc"] * 150e3 / a["macs"]
+        assert t.value == pytest.approx(expected)
+
+
 def test_reward_mode_v2_reward_from_measured_step_time_and_params(space_file, tmp_path):
     from space import Arch, build_model
 
