@@ -2,18 +2,48 @@
 
     scaling scale ARCH [--depth D] [--width W] [--resolution R] [--dropout P]
                        [--drop-path P] [--json]
+    scaling family --arch ARCH (--coefficients FILE | --alpha A --beta B --gamma G)
+                   --phi 1..7 [--max-resolution R] [--later-stage-depth K]
+                   [--resolution-multiple 8] [--dropout P] [--product-tolerance T]
+                   [--latency] [--json] [--out DIR]
+    scaling target --arch ARCH (--macs 2G | --params 10M)
+                   (--coefficients FILE | --alpha A --beta B --gamma G)
+                   [--tolerance 0.02] [same options as family] [--json]
+    scaling grid --arch ARCH --dry-run [--step 0.05] [--tolerance 0.1]
+                 [--max-coefficient 2] [--json]
+
+ARCH is a preset name, an arch string or an arch .json file. Coefficients come either from
+the three flags or from a JSON file holding an object with numeric ``"alpha"``, ``"beta"``
+and ``"gamma"`` (other keys, such as a grid study's accuracy, are ignored). ``--phi`` takes
+a comma-separated list of values, fractions (``1.5``, ``3/2``) and ranges ``A..B``
+(step 1) or ``A..B:STEP``: ``1..7``, ``0,0.5,1``, ``0..2:0.25``. Quantities take k, M, G (or
+B) and T: ``--macs 400M``, ``--params 10M``.
+
+The library does the work (`scaling.compound`, `scaling.family`); this module parses, calls
+and prints. Every mistake is one sentence on stderr and exit status 2 (`UserError`), and
+``--out`` files are written whole or not at all. ``scaling grid`` without ``--dry-run``
+(training each grid point) is not built yet.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
 
 from space.cost import cost
 from space.command_line import make_main
 from space.errors import UserError
 from space.presets import resolve_arch
 
+from .compound import DEFAULT_PRODUCT_TOLERANCE, ScalingError, grid_points, solve_phi
+from .family import (comparison_markdown, family, measure_latencies, official_comparison,
+                     short_count, to_json, to_markdown, write_family)
 from .scale import scale
 
 __all__ = ["main"]
@@ -48,6 +78,270 @@ def _cmd_scale(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- parsing
+
+# More members than any table would show; a typo such as 1..7000 is refused, not computed.
+MAX_PHI_VALUES = 1000
+
+
+def _phi_number(text: str, spec: str) -> Fraction:
+    text = text.strip()
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            value = Fraction(Decimal(num.strip())) / Fraction(Decimal(den.strip()))
+        else:
+            number = Decimal(text)
+            if not number.is_finite():
+                raise ValueError
+            value = Fraction(number)
+    except (InvalidOperation, ValueError, ZeroDivisionError):
+        raise ScalingError(f"--phi {spec!r}: {text!r} is not a finite number; write values such "
+                           f"as 1..7, 1,2,3, 1.5 or 3/2") from None
+    if value < 0:
+        raise ScalingError(f"--phi {spec!r}: phi must be >= 0, got {text}")
+    return value
+
+
+def parse_phis(spec: str) -> list[float]:
+    """The phi values of a ``--phi`` argument, ascending without repeats.
+
+    Comma-separated items, each a number (``1.5``, ``3/2``) or a range ``A..B`` (step 1)
+    or ``A..B:STEP``, both ends included when the step lands on ``B``. Ranges are stepped
+    in exact decimal arithmetic, so ``0..1:0.1`` gives 0.3 and not 0.30000000000000004.
+    """
+    values: set[Fraction] = set()
+    for item in str(spec).split(","):
+        item = item.strip()
+        if not item:
+            raise ScalingError(f"--phi {spec!r} has an empty item; write values such as 1..7 or 1,2,3")
+        if ".." in item:
+            ends, _, step_text = item.partition(":")
+            start_text, _, stop_text = ends.partition("..")
+            start, stop = _phi_number(start_text, spec), _phi_number(stop_text, spec)
+            step = _phi_number(step_text, spec) if step_text else Fraction(1)
+            if step <= 0:
+                raise ScalingError(f"--phi {spec!r}: the step of a range must be > 0")
+            if stop < start:
+                raise ScalingError(f"--phi {spec!r}: the range {item} is empty (it ends before it starts)")
+            count = math.floor((stop - start) / step) + 1
+            if count + len(values) > MAX_PHI_VALUES:
+                raise ScalingError(f"--phi {spec!r} names more than {MAX_PHI_VALUES} values")
+            values.update(start + i * step for i in range(count))
+        else:
+            values.add(_phi_number(item, spec))
+        if len(values) > MAX_PHI_VALUES:
+            raise ScalingError(f"--phi {spec!r} names more than {MAX_PHI_VALUES} values")
+    return [float(v) for v in sorted(values)]
+
+
+def _coefficients_file(path_text: str) -> tuple[float, float, float]:
+    path = Path(path_text)
+    where = f"--coefficients {path_text}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScalingError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise ScalingError(f"{where} is a folder, not a JSON file") from None
+    except OSError as err:
+        raise ScalingError(f"{where}: cannot read it ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise ScalingError(f"{where} is not UTF-8 text") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ScalingError(f"{where} is not valid JSON: {err.msg} at line {err.lineno}") from None
+    if not isinstance(doc, dict):
+        raise ScalingError(f'{where} must hold a JSON object such as {{"alpha": 1.2, "beta": 1.1, '
+                           f'"gamma": 1.15}}')
+    values = []
+    for key in ("alpha", "beta", "gamma"):
+        value = doc.get(key)
+        if value is None:
+            raise ScalingError(f"{where} has no {key!r}; it needs numeric alpha, beta and gamma")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ScalingError(f"{where}: {key!r} must be a number, got {value!r}")
+        values.append(float(value))
+    return values[0], values[1], values[2]
+
+
+def _coefficients(args: argparse.Namespace) -> tuple[tuple[float, float, float], str | None]:
+    """(alpha, beta, gamma) from ``--coefficients`` or the three flags, and the file (if any)."""
+    flags = {name: getattr(args, name) for name in ("alpha", "beta", "gamma")}
+    given = [f"--{name}" for name, value in flags.items() if value is not None]
+    if args.coefficients is not None:
+        if given:
+            raise ScalingError(f"give either --coefficients or --alpha/--beta/--gamma, not both "
+                               f"(got --coefficients and {', '.join(given)})")
+        return _coefficients_file(args.coefficients), args.coefficients
+    if len(given) != 3:
+        missing = [f"--{n}" for n, v in flags.items() if v is None]
+        raise ScalingError(f"give --coefficients FILE or all of --alpha, --beta and --gamma "
+                           f"(missing {', '.join(missing)})")
+    values = tuple(_float(flags[name], f"--{name}") for name in ("alpha", "beta", "gamma"))
+    return values, None  # type: ignore[return-value]
+
+
+def _float(text: str, flag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ScalingError(f"{flag} must be a number, got {text!r}") from None
+
+
+def _int(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ScalingError(f"{flag} must be a whole number, got {text!r}") from None
+
+
+def _arch(args: argparse.Namespace):
+    if args.arch is None:
+        raise ScalingError("give the baseline with --arch (a preset name, an arch string or a .json file)")
+    return resolve_arch(args.arch)
+
+
+def _compound_options(args: argparse.Namespace) -> dict[str, Any]:
+    tolerance = _float(args.product_tolerance, "--product-tolerance")
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise ScalingError(f"--product-tolerance must be a finite number >= 0, got {args.product_tolerance!r}")
+    dropout = None if args.dropout is None else _float(args.dropout, "--dropout")
+    return {"resolution_multiple": _int(args.resolution_multiple, "--resolution-multiple"),
+            "max_resolution": _int(args.max_resolution, "--max-resolution"),
+            "later_stage_depth": _int(args.later_stage_depth, "--later-stage-depth"),
+            "dropout": dropout, "tolerance": tolerance}
+
+
+def _in_file(err: UserError, source: str | None) -> ScalingError:
+    """A coefficient error from a file names the file, not the flags it did not use."""
+    message = str(err)
+    if source is not None and message.startswith("--alpha/--beta/--gamma: "):
+        message = f"--coefficients {source}: " + message[len("--alpha/--beta/--gamma: "):]
+    elif source is not None and message.startswith(("--alpha ", "--beta ", "--gamma ")):
+        key, rest = message[2:].split(" ", 1)
+        message = f"--coefficients {source}: {key} {rest}"
+    return ScalingError(message)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_family(args: argparse.Namespace) -> int:
+    base = _arch(args)
+    (alpha, beta, gamma), source = _coefficients(args)
+    options = _compound_options(args)
+    if args.phi is None:
+        raise ScalingError("give the members with --phi, such as --phi 1..7 or --phi 0,1,2")
+    phis = parse_phis(args.phi)
+    try:
+        members = family(base, alpha, beta, gamma, phis, **options)
+    except ScalingError as err:
+        raise _in_file(err, source) from None
+    # Everything is computed before anything is printed or written.
+    latencies = measure_latencies(members) if args.latency else None
+    rows = official_comparison(base, members)
+    if args.out is not None:
+        written = write_family(members, args.out, base=base, latencies=latencies)
+        if not args.json:
+            print(f"wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(to_json(members, latencies=latencies)))
+        return 0
+    print(to_markdown(members, latency=args.latency, latencies=latencies), end="")
+    if rows:
+        print("\nBeside the official EfficientNet B1..B7 (difference: compound over official, minus 1):\n")
+        print(comparison_markdown(rows), end="")
+    return 0
+
+
+def _cmd_target(args: argparse.Namespace) -> int:
+    base = _arch(args)
+    (alpha, beta, gamma), source = _coefficients(args)
+    options = _compound_options(args)
+    if (args.macs is None) == (args.params is None):
+        raise ScalingError("give exactly one target, --macs (such as 2G) or --params (such as 10M)")
+    # Imported here: nas.search's package import costs a few hundred milliseconds.
+    from nas.search.objectives import parse_quantity
+
+    kind = "macs" if args.macs is not None else "params"
+    text = args.macs if kind == "macs" else args.params
+    try:
+        target = parse_quantity(text, kind)
+    except UserError as err:
+        raise ScalingError(f"--{kind}: {err}") from None
+    tolerance = _float(args.tolerance, "--tolerance")
+    product_tolerance = options.pop("tolerance")
+    try:
+        solution = solve_phi(base, alpha, beta, gamma, tolerance=tolerance,
+                             product_tolerance=product_tolerance, **{kind: target}, **options)
+    except ScalingError as err:
+        raise _in_file(err, source) from None
+    m = solution.member
+    if args.json:
+        print(json.dumps(solution.to_dict()))
+        return 0
+    verdict = ("within" if solution.hit else "NOT within") + f" {solution.tolerance:.0%} of the target"
+    print(f"phi {m.phi:g}: {kind} {getattr(m, kind):,} vs target {target:,.0f} "
+          f"({solution.gap:+.2%}, {verdict})")
+    if not solution.hit:
+        print("no member lands within the tolerance (layers, channels and pixels are rounded, so "
+              "the cost moves in steps); this is the nearest")
+    print(f"depth x{m.depth:.4g}  width x{m.width:.4g}  resolution {m.resolution}  "
+          f"params {short_count(m.params)}  MACs {short_count(m.macs)} ({m.macs_ratio:.2f}x the base)")
+    print(m.arch.to_string())
+    return 0
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    if not args.dry_run:
+        raise ScalingError("training the grid is not built yet; pass --dry-run to list the grid "
+                           "points with their real MACs ratios")
+    base = _arch(args)
+    points = grid_points(base, step=_float(args.step, "--step"),
+                         tolerance=_float(args.tolerance, "--tolerance"),
+                         max_coefficient=_float(args.max_coefficient, "--max-coefficient"))
+    if args.json:
+        print(json.dumps([p.to_dict() for p in points]))
+        return 0
+    if not points:
+        print("no grid point meets the constraint; widen --tolerance or refine --step")
+        return 0
+    print("| alpha | beta | gamma | product | MACs ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for p in points:
+        print(f"| {p.alpha:g} | {p.beta:g} | {p.gamma:g} | {p.product:.4f} | {p.macs_ratio:.3f} |")
+    print(f"\n{len(points)} points with |alpha * beta^2 * gamma^2 - 2| <= {_float(args.tolerance, '--tolerance'):g}; "
+          f"MACs ratio: the base grown at phi = 1 over the base")
+    return 0
+
+
+def _add_arch_and_coefficients(p: argparse.ArgumentParser, *, coefficients: bool = True) -> None:
+    p.add_argument("--arch", default=None, metavar="ARCH",
+                   help="the baseline: preset name, arch string, or arch .json file")
+    if not coefficients:
+        return
+    p.add_argument("--coefficients", default=None, metavar="FILE",
+                   help='JSON object with numeric "alpha", "beta" and "gamma" (other keys ignored)')
+    p.add_argument("--alpha", default=None, metavar="A", help="depth coefficient, >= 1")
+    p.add_argument("--beta", default=None, metavar="B", help="width coefficient, >= 1")
+    p.add_argument("--gamma", default=None, metavar="G", help="resolution coefficient, >= 1")
+    p.add_argument("--product-tolerance", default=str(DEFAULT_PRODUCT_TOLERANCE), metavar="T",
+                   help="how far alpha * beta^2 * gamma^2 may be from 2, absolute (default %(default)s)")
+    p.add_argument("--resolution-multiple", default="8", metavar="N",
+                   help="round the input side to a multiple of N pixels (default 8)")
+    p.add_argument("--max-resolution", default=None, metavar="R",
+                   help="cap the input side at R pixels (EfficientNetV2 uses 480)")
+    p.add_argument("--later-stage-depth", default=None, metavar="K",
+                   help="put all extra layers into the last K stages, in proportion to their "
+                        "layers (default: every stage, ceil(layers * alpha^phi))")
+    p.add_argument("--dropout", default=None, metavar="P",
+                   help="dropout of every member (default: grows with phi as B0..B7's does)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaling", description="Scale architectures.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +364,50 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new maximum stochastic-depth rate, in [0, 1) (default: unchanged)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_scale)
+
+    p = sub.add_parser(
+        "family", help="compound-scale a baseline into a family of members",
+        description="Grow a baseline by depth alpha^phi, width beta^phi and resolution "
+                    "gamma^phi for each --phi, as a markdown table (or JSON). For B0 with "
+                    "1.2, 1.1, 1.15 the official B1..B7 stand beside it.")
+    _add_arch_and_coefficients(p)
+    p.add_argument("--phi", default=None, metavar="SPEC",
+                   help="values of phi: 1..7, 1,2,3, 1.5, 0..2:0.25")
+    p.add_argument("--latency", action="store_true",
+                   help="measure CPU latency of each member (builds each model; slow)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of members")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="also write family.md, family.csv and family.json into DIR")
+    p.set_defaults(func=_cmd_family)
+
+    p = sub.add_parser(
+        "target", help="the compound member whose MACs or params meet a target",
+        description="Solve for the phi whose real MACs (or params) land within --tolerance of "
+                    "the target; when none does, the nearest member and how far it is.")
+    _add_arch_and_coefficients(p)
+    p.add_argument("--macs", default=None, metavar="Q", help="MACs target, such as 2G or 400M")
+    p.add_argument("--params", default=None, metavar="Q", help="parameter target, such as 10M")
+    p.add_argument("--tolerance", default="0.02", metavar="F",
+                   help="relative tolerance on the target (default 0.02)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_target)
+
+    p = sub.add_parser(
+        "grid", help="the alpha, beta, gamma grid under alpha * beta^2 * gamma^2 ~ 2",
+        description="List every grid point with each coefficient >= 1 and "
+                    "|alpha * beta^2 * gamma^2 - 2| <= --tolerance, with the real MACs ratio "
+                    "of the base grown at phi = 1. Training the grid is not built yet: "
+                    "--dry-run is required.")
+    _add_arch_and_coefficients(p, coefficients=False)
+    p.add_argument("--dry-run", action="store_true", help="list the points; train nothing")
+    p.add_argument("--step", default="0.05", metavar="S", help="grid step (default 0.05)")
+    p.add_argument("--tolerance", default=str(DEFAULT_PRODUCT_TOLERANCE), metavar="T",
+                   help="absolute tolerance of the product around 2 (default %(default)s)")
+    p.add_argument("--max-coefficient", default="2", metavar="C",
+                   help="largest value of each coefficient (default 2)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of {alpha, beta, gamma, product, macs_ratio}")
+    p.set_defaults(func=_cmd_grid)
     return parser
 
 
