@@ -199,7 +199,9 @@ def add_parsers(subparsers: Any) -> None:
                    help="seconds after which no new trial starts")
     p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (default), nsga2 or random")
     p.add_argument("--storage", default=None,
-                   help="Optuna storage URL, e.g. postgresql://host/db (default sqlite <out>/runs/<study>/study.db)")
+                   help="Optuna storage URL, e.g. postgresql+psycopg://user@host/db with the password in "
+                        "PGPASSWORD or a pgpass file; a password is never shown "
+                        "(default sqlite <out>/runs/<study>/study.db)")
     p.add_argument("--study", default=None, help="study name (default <space>-<mode>); also the run folder")
     p.add_argument("--recipe", choices=["proxy", "paper"], default="proxy", help="training recipe (proxy)")
     p.add_argument("--epochs", type=_number(int, "--epochs", 1), default=None,

@@ -150,7 +150,7 @@ class SearchSummary:
     """A study's results (see the module docstring for the rules).
 
     Attributes:
-        study, storage: where it lives.
+        study, storage: where it lives (the storage URL without its password).
         mode, objectives, directions: as stored on the study.
         counts: trials by state name (``COMPLETE``, ``PRUNED``, ``FAIL``, ``RUNNING``,
             ``WAITING``) plus ``infeasible`` and ``duplicate`` (COMPLETE trials of those kinds),
@@ -198,7 +198,9 @@ class SearchSummary:
 def _storage_url(study: optuna.Study) -> str:
     storage = getattr(study, "_storage", None)
     inner = getattr(storage, "_backend", storage)
-    return str(getattr(inner, "url", "") or "")
+    from .storage_url import redact
+
+    return redact(str(getattr(inner, "url", "") or ""))  # shown and written: never the password
 
 
 _STORED = object()

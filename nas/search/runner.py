@@ -22,10 +22,11 @@ best reward or front size and hypervolume) and one line per finished trial appen
 ``<out>/runs/<study>/search.log``.
 
 Workers (``workers=K > 1``): the parent checks, creates and seeds the study, then starts K
-processes (``python -m nas.search.worker '<json settings>'``, so nothing depends on how the
-parent was started) that each load the data once and run trials on the shared study; CPU
-threads are split between them (``num_threads`` or torch's count, divided by K, at least
-1), and with CUDA devices each worker takes ``cuda:(i mod G)``. The parent shows the bar
+processes (``python -m nas.search.worker -``, the JSON settings on stdin: nothing depends
+on how the parent was started and no password shows in the process list) that each load
+the data once and run trials on the shared study; CPU threads are split between them
+(``num_threads`` or torch's count, divided by K, at least 1), and with CUDA devices each
+worker takes ``cuda:(i mod G)``. The parent shows the bar
 from the storage, waits for them, and on Ctrl-C interrupts them (their running trials are
 marked FAIL and re-run on resume). Other machines join with the same ``storage`` and
 ``study``. A SQLite file suits workers on one machine; use PostgreSQL across machines.
@@ -386,7 +387,15 @@ def _run_workers(settings: SearchSettings, r: Resolved, study: optuna.Study, pro
     for i in range(k):
         payload = json.dumps({"settings": _worker_settings(settings, r, k, i), "index": i,
                               "deadline": deadline_wall}, default=str)
-        procs.append(subprocess.Popen([sys.executable, "-m", "nas.search.worker", payload]))
+        # The settings go through stdin, not the command line: the storage URL may hold a
+        # password, and any user on the machine can read a process's arguments.
+        proc = subprocess.Popen([sys.executable, "-m", "nas.search.worker", "-"], stdin=subprocess.PIPE)
+        try:
+            proc.stdin.write(payload.encode("utf-8"))
+            proc.stdin.close()
+        except OSError:  # it died at once; its exit code tells
+            pass
+        procs.append(proc)
     try:
         while any(proc.poll() is None for proc in procs):
             time.sleep(_WAIT_POLL)

@@ -356,8 +356,10 @@ def resolve_settings(s: SearchSettings) -> Resolved:
     if s.storage is None:
         storage_url = f"sqlite:///{(run_dir / 'study.db').resolve()}"
     elif not isinstance(s.storage, str) or "://" not in s.storage:
+        from .storage_url import redact
+
         raise UserError(f"--storage must be a database URL such as sqlite:///study.db or "
-                        f"postgresql://host/db, got {s.storage!r}")
+                        f"postgresql+psycopg://user@host/db, got {redact(s.storage)!r}")
     else:
         storage_url = s.storage
     max_failures = s.max_failures if s.max_failures is not None else trials

@@ -19,12 +19,19 @@ Study user attributes (JSON in the storage, read by `nas best` and the reports):
 Heartbeats: every RDB storage is opened with a heartbeat (`HEARTBEAT_INTERVAL` s, grace
 `GRACE_PERIOD` s) and Optuna's `RetryHeartbeatStaleTrialCallback`: a trial whose worker
 died is marked FAIL once its heartbeat is stale, and a WAITING copy with the same
-parameters is queued (at most `MAX_RETRY` times), which the next worker runs.
+parameters is queued (at most `MAX_RETRY` times), which the next worker runs. The
+environment variables ``EFFNAS_HEARTBEAT_INTERVAL`` and ``EFFNAS_GRACE_PERIOD`` (whole
+seconds) override the two, for every process that opens the storage (the tests use 1 and 3);
+give every worker the same values.
+
+Storage URLs: a password in one is never shown; every message here names the storage
+through `nas.search.storage_url.redact`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -35,9 +42,10 @@ from optuna.trial import TrialState
 from space.errors import UserError
 
 from .settings import Resolved
+from .storage_url import redact, scrub
 
 __all__ = ["STUDY_ATTR", "IDENTITY_ATTR", "HEARTBEAT_INTERVAL", "GRACE_PERIOD", "MAX_RETRY",
-           "open_storage", "make_sampler", "make_pruner", "identity", "create_or_load_study",
+           "heartbeat_settings", "open_storage", "make_sampler", "make_pruner", "identity", "create_or_load_study",
            "load_existing_study", "resolve_enqueue", "enqueue", "counted_trials", "is_counted",
            "study_info", "space_identity"]
 
@@ -46,6 +54,10 @@ IDENTITY_ATTR = "search_identity"
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 30  # seconds without a heartbeat after which a running trial is stale
 MAX_RETRY = 2  # times a trial whose worker died is run again
+
+HEARTBEAT_ENV = "EFFNAS_HEARTBEAT_INTERVAL"
+GRACE_ENV = "EFFNAS_GRACE_PERIOD"
+POSTGRES_CONNECT_TIMEOUT = 10  # seconds to wait for a PostgreSQL server to answer
 
 #: Trial states that count toward ``trials`` (an infeasible trial is COMPLETE).
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -58,27 +70,84 @@ def _sqlite_path(url: str) -> Path | None:
     return None
 
 
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds: `HEARTBEAT_INTERVAL` and
+    `GRACE_PERIOD`, or the whole numbers in ``EFFNAS_HEARTBEAT_INTERVAL`` /
+    ``EFFNAS_GRACE_PERIOD``. A grace period must exceed the interval."""
+    import os
+
+    values = []
+    for env, default in ((HEARTBEAT_ENV, HEARTBEAT_INTERVAL), (GRACE_ENV, GRACE_PERIOD)):
+        text = os.environ.get(env, "").strip()
+        if not text:
+            values.append(default)
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise UserError(f"{env} must be a whole number of seconds of at least 1, got {text!r}")
+        values.append(value)
+    interval, grace = values
+    if grace <= interval:
+        raise UserError(f"the heartbeat grace period ({grace} s, {GRACE_ENV}) must be longer than the "
+                        f"heartbeat interval ({interval} s, {HEARTBEAT_ENV})")
+    return interval, grace
+
+
+def _driver_hint(url: str) -> str:
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.startswith("postgres"):
+        return '; for PostgreSQL install effnas[postgres] (psycopg 3) and use a postgresql+psycopg:// URL'
+    return ""
+
+
+def _reason(err: BaseException, url: str) -> str:
+    """The first line of a driver's error, without SQLAlchemy's wrapping or the password."""
+    inner = getattr(err, "orig", None) or err
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    text = lines[0] if lines else type(inner).__name__
+    text = re.sub(r"^\([\w.]+\)\s*", "", text)  # "(psycopg.OperationalError) ..."
+    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", text)
+    return scrub(text, url).rstrip(".")
+
+
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
-    """An `RDBStorage` for ``url`` with heartbeats and retry of stale trials. A SQLite
-    file's folder is created (with ``create``); without ``create`` a missing SQLite file
-    is a `UserError` rather than a new empty database."""
+    """An `RDBStorage` for ``url`` with heartbeats (`heartbeat_settings`) and retry of
+    stale trials. A SQLite file's folder is created (with ``create``); without ``create``
+    a missing SQLite file is a `UserError` rather than a new empty database. A server that
+    cannot be reached, a refused login or a missing driver is a `UserError` of one
+    sentence that names the URL without its password."""
     path = _sqlite_path(url)
     if path is not None:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif not path.is_file():
             raise UserError(f"no study database at {path}; run `nas search` first, or pass --storage/--out")
+    interval, grace = heartbeat_settings()
+    shown = redact(url)
+    if path is not None:
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    elif url.split("://", 1)[0].lower().startswith("postgres"):
+        engine_kwargs = {"connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT}}
+    else:
+        engine_kwargs = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             storage = optuna.storages.RDBStorage(
-                url, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
+                url, heartbeat_interval=interval, grace_period=grace,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRY),
-                engine_kwargs={"connect_args": {"timeout": 60}} if path is not None else None)
+                engine_kwargs=engine_kwargs)
         except (ImportError, ModuleNotFoundError) as err:
-            raise UserError(f"--storage {url}: the database driver is not installed ({err})") from None
+            raise UserError(f"--storage {shown}: the database driver is not installed "
+                            f"({scrub(str(err), url)}){_driver_hint(url)}") from None
         except Exception as err:  # noqa: BLE001 - sqlalchemy's many connection errors
-            raise UserError(f"--storage {url} cannot be opened: {str(err).splitlines()[0]}") from None
+            reason = _reason(err, url)
+            if "no password supplied" in reason:
+                reason += "; give the password in PGPASSWORD or a pgpass file (PGPASSFILE), not on the command line"
+            raise UserError(f"--storage {shown} cannot be opened: {reason}") from None
     if path is not None:
         _fast_sqlite(storage)
     return storage
@@ -200,7 +269,7 @@ def create_or_load_study(r: Resolved, info: Mapping[str, Any] | Callable[[], Map
         study = optuna.load_study(study_name=r.study_name, storage=storage)
         stored = study.user_attrs.get(IDENTITY_ATTR)
         if stored is None:
-            raise UserError(f"study {r.study_name} in {r.storage_url} was not made by nas search; "
+            raise UserError(f"study {r.study_name} in {redact(r.storage_url)} was not made by nas search; "
                             "pass another --study")
         differs = [k for k in sorted(set(ident) | set(stored)) if ident.get(k) != stored.get(k)]
         if differs:
@@ -233,10 +302,10 @@ def load_existing_study(study_name: str, storage_url: str) -> optuna.Study:
     names = optuna.get_all_study_names(storage)
     if study_name not in names:
         there = f"; studies there: {', '.join(sorted(names))}" if names else "; it holds no study"
-        raise UserError(f"no study {study_name} in {storage_url}{there}")
+        raise UserError(f"no study {study_name} in {redact(storage_url)}{there}")
     study = optuna.load_study(study_name=study_name, storage=storage)
     if STUDY_ATTR not in study.user_attrs:
-        raise UserError(f"study {study_name} in {storage_url} was not made by nas search")
+        raise UserError(f"study {study_name} in {redact(storage_url)} was not made by nas search")
     return study
 
 

@@ -1,4 +1,6 @@
-"""Entry point of a search worker process: ``python -m nas.search.worker '<json>'``.
+"""Entry point of a search worker process: ``python -m nas.search.worker '<json>'``, or
+``python -m nas.search.worker -`` with the JSON on stdin (how `run_search` starts them, so a
+password in the storage URL never appears in the process list).
 
 `nas.search.runner.run_search` starts one per ``--workers``; the JSON holds the worker's
 settings (a `SearchSettings` as a dict: its thread count, device, study and storage already
@@ -18,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .runner import _worker
 
-    job = json.loads((sys.argv[1:] if argv is None else argv)[0])
+    arg = (sys.argv[1:] if argv is None else argv)[0]
+    job = json.loads(sys.stdin.read() if arg == "-" else arg)
     return cli_entry(lambda: _worker(job["settings"], job["index"], job["deadline"]))()
 
 
