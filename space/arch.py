@@ -14,6 +14,20 @@ Conventions
   channels; ``se`` is the squeeze-and-excitation ratio relative to the block's *input*
   channels (0 disables SE), as in the reference implementations.
 * ``resolution`` is the square input size in pixels.
+* Block kinds (``Stage.block``): ``mbconv`` (MBConv: optional 1x1 expansion, depthwise
+  kxk, optional SE, linear 1x1 projection; MobileNetV2's inverted residual is an MBConv
+  with ReLU6 and no SE), ``fused_mbconv`` (Fused-MBConv: kxk expansion, optional SE,
+  linear 1x1 projection), ``dwsep`` (MobileNetV1's depthwise-separable block: depthwise
+  kxk -> BN -> act, pointwise 1x1 -> BN -> act, never a residual; ``expand`` must be 1)
+  and ``bottleneck`` (ResNet v1.5: 1x1 reduce, kxk carrying the stride, 1x1 expand, BN
+  after each, the activation after the 1x1s' sum with the shortcut; no SE). For a
+  bottleneck ``expand`` is ResNet's *expansion*: the output channels over the inner
+  width, so ResNet-50's stages are ``expand=4`` with channels 256 .. 2048.
+  `space.plan` writes down each kind's layers.
+* Shortcuts: MBConv, Fused-MBConv and bottleneck blocks that keep stride 1 and their
+  channel count add their input (identity); a bottleneck that changes shape adds a
+  projection of its input (1x1 conv with the block's stride, then BN). Depthwise-separable
+  blocks have no shortcut.
 
 String form
 -----------
@@ -23,12 +37,18 @@ One ``-``-separated token per part, each token ``_``-separated fields::
 
 ``net``: resolution ``r``, activation name, drop-path rate ``dp``, batch-norm epsilon
 ``eps`` and momentum ``mom`` (PyTorch's convention); ``stem``: channels
-``c`` and stride ``s``; one stage token per stage whose first field names the block
-(``mb`` for MBConv, ``fmb`` for Fused-MBConv) followed by kernel ``k``, stride ``s``,
+``c`` and stride ``s``, and only where they differ from the defaults, kernel ``k`` (3
+by default) and the word ``pool`` (a 3x3 stride-2 max-pool after the stem conv, as in
+ResNet: ``stem_c64_s2_k7_pool``); one stage token per stage whose first field names the
+block (``mb`` for MBConv, ``fmb`` for Fused-MBConv, ``ds`` for a depthwise-separable
+block, ``bot`` for a ResNet bottleneck) followed by kernel ``k``, stride ``s``,
 expansion ``e``, channels ``c``, layers ``l`` and SE ratio ``se``; ``head``: channels
-``c`` and dropout ``do``. Omitted optional fields take defaults (stride 1, expand 1,
-se 0, dp 0, do 0, silu, stem stride 2, eps 0.00001, mom 0.1), so hand-written strings
-can stay short; ``to_string`` always writes every field.
+``c`` or the word ``none`` (no head conv: ``head_none_do0``) and dropout ``do``.
+Omitted optional fields take defaults (stride 1, expand 1, se 0, dp 0, do 0, silu,
+stem stride 2, stem kernel 3, no stem pool, eps 0.00001, mom 0.1), so hand-written
+strings can stay short; ``to_string`` writes every field except the stem's kernel and
+pool at their defaults, so that strings written before those fields existed are still
+what ``to_string`` writes.
 
 Numbers are written in positional notation (``0.00005``, never ``5e-05``: the ``-`` would
 split the token) with the shortest digits that read back to the same float, so
@@ -76,7 +96,8 @@ class ArchError(UserError):
 
 # Block kinds: name -> short token used in the string form. A new kind adds a row here
 # and a layer plan in `space.plan`; the builder and the cost model follow from the plan.
-BLOCK_KINDS: dict[str, str] = {"mbconv": "mb", "fused_mbconv": "fmb"}
+BLOCK_KINDS: dict[str, str] = {"mbconv": "mb", "fused_mbconv": "fmb", "dwsep": "ds",
+                               "bottleneck": "bot"}
 _TOKEN_TO_BLOCK = {token: kind for kind, token in BLOCK_KINDS.items()}
 
 # Upper bounds far beyond any real network (EfficientNetV2-L: 25 layers in a stage, 640
@@ -149,14 +170,18 @@ class Stage:
     """One stage: ``layers`` blocks of one kind, the first carrying ``stride``.
 
     Attributes:
-        block: block kind, one of ``BLOCK_KINDS`` ("mbconv", "fused_mbconv").
-        kernel: odd spatial kernel size of the depthwise (MBConv) or fused (Fused-MBConv)
-            convolution.
+        block: block kind, one of ``BLOCK_KINDS`` ("mbconv", "fused_mbconv", "dwsep",
+            "bottleneck"; see the module docstring).
+        kernel: odd spatial kernel size of the depthwise (MBConv, dwsep), fused
+            (Fused-MBConv) or middle (bottleneck) convolution.
         stride: 1 or 2, applied by the first block.
-        expand: expansion ratio (>= 1) of the hidden width over the block input channels.
+        expand: expansion ratio (>= 1): for MBConv and Fused-MBConv the hidden width over
+            the block input channels; for a bottleneck the output channels over the inner
+            width (ResNet's expansion, 4); exactly 1 for dwsep.
         channels: output channels.
         layers: number of blocks (>= 1).
-        se: squeeze-and-excitation ratio relative to the block input channels, in [0, 1).
+        se: squeeze-and-excitation ratio relative to the block input channels, in [0, 1);
+            0 for a bottleneck.
     """
 
     block: str
@@ -186,6 +211,16 @@ class Stage:
             raise ArchError(f"{where}: layers must be an integer from 1 to {MAX_LAYERS}, got {_shown(self.layers)}")
         if not _is_number(self.se) or not 0 <= self.se < 1:
             raise ArchError(f"{where}: se must be in [0, 1), got {self.se!r}")
+        # The rules below tie two fields together, so search spaces (which check each field
+        # on its own) offer only the kinds without them as block choices.
+        if self.block == "dwsep" and self.expand != 1:
+            raise ArchError(
+                f"{where}: expand must be 1 for a dwsep block (depthwise then pointwise, no "
+                f"expansion), got {self.expand!r}")
+        if self.block == "bottleneck" and self.se != 0:
+            raise ArchError(
+                f"{where}: se must be 0 for a bottleneck block (it has no squeeze-excite), "
+                f"got {self.se!r}")
         # Normalise so that e6 and e6.0 are the same description (equal, same hash, same
         # JSON); adding 0.0 turns -0.0 into 0.0, which JSON would otherwise keep.
         object.__setattr__(self, "expand", float(self.expand))
@@ -204,7 +239,20 @@ class Stage:
         return int(math.ceil(layers * depth_mult))
 
     def expanded_channels(self, in_channels: int) -> int:
-        """Hidden width of a block of this stage with ``in_channels`` inputs."""
+        """Hidden width of a block of this stage with ``in_channels`` inputs.
+
+        MBConv, Fused-MBConv and dwsep: ``in_channels`` when ``expand`` is 1, else
+        ``make_divisible(in_channels * expand, 8)``. Bottleneck: the inner width,
+        ``channels`` when ``expand`` is 1, else ``make_divisible(channels / expand, 8)``
+        (ResNet-50: 256 / 4 = 64), whatever ``in_channels`` is. Width scaling therefore
+        scales a bottleneck's inner width with its output channels: the ratio ``expand``
+        is kept, and the inner width is rounded to a multiple of 8 like every other
+        channel count (never below 8 or 90% of the exact quotient).
+        """
+        if self.block == "bottleneck":
+            if self.expand == 1.0:
+                return self.channels
+            return make_divisible(self.channels / self.expand, 8)
         if self.expand == 1.0:
             return in_channels
         return make_divisible(in_channels * self.expand, 8)
@@ -233,8 +281,8 @@ class BlockSpec:
     """One concrete block of an `Arch`, after stages are unrolled.
 
     ``index`` is the global block index (0-based); ``drop_path`` is this block's
-    stochastic-depth rate, ``arch.drop_path * index / total_blocks``, applied only when
-    the block has a residual connection.
+    stochastic-depth rate, ``arch.drop_path * index / total_blocks``, applied to the
+    block's branch only when the block has a shortcut (identity or projection).
     """
 
     stage_index: int
@@ -250,7 +298,15 @@ class BlockSpec:
 
     @property
     def residual(self) -> bool:
-        return self.stride == 1 and self.in_channels == self.out_channels
+        """An identity shortcut: stride 1 and equal channels, never for ``dwsep``."""
+        return (self.block != "dwsep" and self.stride == 1
+                and self.in_channels == self.out_channels)
+
+    @property
+    def projection(self) -> bool:
+        """A projection shortcut (1x1 conv with the block's stride, then BN): a bottleneck
+        that changes stride or channels. Other kinds have none."""
+        return self.block == "bottleneck" and not self.residual
 
 
 @dataclass(frozen=True)
@@ -258,10 +314,12 @@ class Arch:
     """A whole network: stem, stages, head and the training-time regularisers.
 
     Attributes:
-        stem_channels: output channels of the stem 3x3 convolution.
-        stem_stride: stride of the stem (1 or 2).
+        stem_channels: output channels of the stem convolution.
+        stem_stride: stride of the stem convolution (1 or 2).
         stages: the stages, in order.
-        head_channels: channels of the final 1x1 convolution before pooling.
+        head_channels: channels of the final 1x1 convolution before pooling, or None for
+            no head conv (MobileNetV1, ResNet): the last stage's channels go straight to
+            pooling and the classifier. `num_features` is the classifier's input either way.
         resolution: square input size in pixels used for training and costing.
         dropout: dropout rate before the classifier, in [0, 1).
         drop_path: maximum stochastic-depth rate, in [0, 1); block ``i`` of ``n`` uses
@@ -271,7 +329,10 @@ class Arch:
             what the V1 (B0..B7) reference models use; EfficientNetV2 uses 1e-3.
         bn_momentum: batch-norm running-statistics momentum in (0, 1], PyTorch's
             convention (weight of the new batch; TensorFlow's decay 0.99 is 0.01 here).
-            0.1 (PyTorch's default) in every preset, as in the torchvision references.
+            0.1 (PyTorch's default) in the presets, as in the torchvision references.
+        stem_kernel: odd kernel size of the stem convolution (3; ResNet: 7).
+        stem_pool: a 3x3 max-pool with stride 2 and padding 1 after the stem conv-BN-act
+            (ResNet), which halves the side (``ceil(n / 2)``) and doubles the total stride.
 
     The batch-norm settings belong to the description because model families differ in
     them and a built network's outputs depend on them; they change neither MACs nor
@@ -288,6 +349,8 @@ class Arch:
     activation: str = "silu"
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
+    stem_kernel: int = 3
+    stem_pool: bool = False
 
     def __post_init__(self) -> None:
         stages = tuple(self.stages)
@@ -303,10 +366,17 @@ class Arch:
             )
         if not _is_int(self.stem_stride) or self.stem_stride not in (1, 2):
             raise ArchError(f"arch: stem_stride must be 1 or 2, got {self.stem_stride!r}")
-        if not _is_int(self.head_channels) or not 0 < self.head_channels <= MAX_CHANNELS:
+        if self.head_channels is not None and (
+                not _is_int(self.head_channels) or not 0 < self.head_channels <= MAX_CHANNELS):
             raise ArchError(
-                f"arch: head_channels must be an integer from 1 to {MAX_CHANNELS}, got {_shown(self.head_channels)}"
+                f"arch: head_channels must be an integer from 1 to {MAX_CHANNELS} (or None for "
+                f"no head conv), got {_shown(self.head_channels)}"
             )
+        if not _is_int(self.stem_kernel) or self.stem_kernel <= 0 or self.stem_kernel % 2 == 0:
+            raise ArchError(
+                f"arch: stem_kernel must be a positive odd integer, got {_shown(self.stem_kernel)}")
+        if not isinstance(self.stem_pool, bool):
+            raise ArchError(f"arch: stem_pool must be true or false, got {self.stem_pool!r}")
         if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
             raise ArchError(f"arch: dropout must be in [0, 1), got {self.dropout!r}")
         if not _is_number(self.drop_path) or not 0 <= self.drop_path < 1:
@@ -336,10 +406,21 @@ class Arch:
 
     @property
     def total_stride(self) -> int:
-        stride = self.stem_stride
-        for stage in self.stages:
-            stride *= stage.stride
+        stride = 1
+        for s in self._strides():
+            stride *= s
         return stride
+
+    def _strides(self) -> tuple[int, ...]:
+        """Every stride in order: the stem conv, the stem pool (2) if any, each stage."""
+        pool = (2,) if self.stem_pool else ()
+        return (self.stem_stride, *pool, *(s.stride for s in self.stages))
+
+    @property
+    def num_features(self) -> int:
+        """Channels reaching pooling and the classifier: the head conv's, or the last
+        stage's when there is no head conv."""
+        return self.stages[-1].channels if self.head_channels is None else self.head_channels
 
     @property
     def num_blocks(self) -> int:
@@ -348,7 +429,7 @@ class Arch:
     def final_resolution(self, resolution: int | None = None) -> int:
         """Side of the feature map entering the head (padding ``k // 2``: ``ceil(n / s)``)."""
         size = self.resolution if resolution is None else resolution
-        for stride in (self.stem_stride, *(s.stride for s in self.stages)):
+        for stride in self._strides():
             size = -(-size // stride)
         return size
 
@@ -388,9 +469,11 @@ class Arch:
         Args:
             depth: layer multiplier; each stage gets ``Stage.adjust_depth(layers, depth)``
                 = ``ceil(layers * depth)`` layers.
-            width: channel multiplier for the stem, every stage and the head, each
-                rounded by ``Stage.adjust_channels`` (``make_divisible(c * width, 8)``,
-                never below 90% of ``c * width``).
+            width: channel multiplier for the stem, every stage and the head conv (when
+                there is one), each rounded by ``Stage.adjust_channels``
+                (``make_divisible(c * width, 8)``, never below 90% of ``c * width``). Hidden
+                widths follow from their rule (`Stage.expanded_channels`): a bottleneck's
+                inner width is its scaled output channels over ``expand``, rounded to 8.
             resolution: the new input side in pixels (an absolute size, not a
                 multiplier); unchanged when None. It must be a whole number: an int or an
                 integral float such as ``300.0``. Anything else (``224.9``) is rejected
@@ -401,8 +484,9 @@ class Arch:
 
         The multipliers must be finite positive real numbers (not bools). Every mistake
         raises `ArchError` (a `UserError` and a `ValueError`) with one sentence. Block
-        kinds, kernels, strides, expansion and SE ratios, the activation and the
-        batch-norm settings are kept.
+        kinds, kernels, strides, expansion and SE ratios, the activation, the stem's
+        kernel and pool, the presence of a head conv and the batch-norm settings are kept.
+        Layers grow by ``ceil`` for every block kind.
         """
         for name, value in (("depth", depth), ("width", width)):
             if not _is_real(value) or not math.isfinite(value) or value <= 0:
@@ -431,7 +515,8 @@ class Arch:
         return self.replace(
             stem_channels=Stage.adjust_channels(self.stem_channels, width),
             stages=stages,
-            head_channels=Stage.adjust_channels(self.head_channels, width),
+            head_channels=(None if self.head_channels is None
+                           else Stage.adjust_channels(self.head_channels, width)),
             resolution=self.resolution if resolution is None else resolution,
             dropout=self.dropout if dropout is None else dropout,
             drop_path=self.drop_path if drop_path is None else drop_path,
@@ -440,12 +525,20 @@ class Arch:
     # --- string form -------------------------------------------------------------------
 
     def to_string(self) -> str:
+        # The stem's kernel and pool are written only when they differ from the defaults,
+        # so every description that existed before them keeps its string.
+        stem = f"stem_c{self.stem_channels}_s{self.stem_stride}"
+        if self.stem_kernel != 3:
+            stem += f"_k{self.stem_kernel}"
+        if self.stem_pool:
+            stem += "_pool"
+        head = "head_none" if self.head_channels is None else f"head_c{self.head_channels}"
         parts = [
             f"net_r{self.resolution}_{self.activation}_dp{_fmt(self.drop_path)}"
             f"_eps{_fmt(self.bn_eps)}_mom{_fmt(self.bn_momentum)}",
-            f"stem_c{self.stem_channels}_s{self.stem_stride}",
+            stem,
             *(stage.to_token() for stage in self.stages),
-            f"head_c{self.head_channels}_do{_fmt(self.dropout)}",
+            f"{head}_do{_fmt(self.dropout)}",
         ]
         return "-".join(parts)
 
@@ -454,10 +547,11 @@ class Arch:
 
     def short_label(self, *, channels: bool = False) -> str:
         """A label for tables and plots, one token per stage: ``k<kernel>e<expand>``, a leading
-        ``F`` for Fused-MBConv, ``c<channels>`` when asked, ``xN`` for N layers. Not parseable:
-        resolution, stem, strides, SE and head are left out (`to_string` has them)."""
+        ``F`` for Fused-MBConv, ``D`` for dwsep, ``B`` for bottleneck, ``c<channels>`` when
+        asked, ``xN`` for N layers. Not parseable: resolution, stem, strides, SE and head are
+        left out (`to_string` has them)."""
         return " ".join(
-            f"{'F' if s.block == 'fused_mbconv' else ''}k{s.kernel}e{s.expand:g}"
+            f"{_LABEL_PREFIX[s.block]}k{s.kernel}e{s.expand:g}"
             + (f"c{s.channels}" if channels else "") + (f"x{s.layers}" if s.layers != 1 else "")
             for s in self.stages)
 
@@ -479,9 +573,16 @@ class Arch:
                                     {"r": int, "dp": float, "eps": float, "mom": float},
                                     words=ACTIVATIONS)
             elif kind == "stem":
-                stem = _parse_fields(token, fields[1:], {"c": int, "s": int})
+                stem = _parse_fields(token, fields[1:], {"c": int, "s": int, "k": int},
+                                     words=("pool",))
+                if "c" not in stem:
+                    raise ArchError(f"arch string: stem token {token!r} is missing c<n>")
             elif kind == "head":
-                head = _parse_fields(token, fields[1:], {"c": int, "do": float})
+                head = _parse_fields(token, fields[1:], {"c": int, "do": float}, words=("none",))
+                if ("c" in head) == ("word" in head):
+                    raise ArchError(
+                        f"arch string: head token {token!r} needs either channels c<n> or the "
+                        f"word 'none' (no head conv)")
             elif kind in _TOKEN_TO_BLOCK:
                 values = _parse_fields(
                     token,
@@ -511,9 +612,9 @@ class Arch:
                     f"arch string: unknown token {token!r} at position {position}; "
                     f"tokens start with one of {known}"
                 )
-        if stem is None or "c" not in stem:
+        if stem is None:
             raise ArchError("arch string: missing stem token such as 'stem_c32_s2'")
-        if head is None or "c" not in head:
+        if head is None:
             raise ArchError("arch string: missing head token such as 'head_c1280_do0.2'")
         if "r" not in net:
             raise ArchError("arch string: missing resolution, e.g. a first token 'net_r224_silu'")
@@ -521,19 +622,24 @@ class Arch:
             stem_channels=stem["c"],
             stem_stride=stem.get("s", 2),
             stages=tuple(stages),
-            head_channels=head["c"],
+            head_channels=head.get("c"),
             resolution=net["r"],
             dropout=head.get("do", 0.0),
             drop_path=net.get("dp", 0.0),
             activation=net.get("word", "silu"),
             bn_eps=net.get("eps", 1e-5),
             bn_momentum=net.get("mom", 0.1),
+            stem_kernel=stem.get("k", 3),
+            stem_pool=stem.get("word") == "pool",
         )
 
     # --- JSON --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """The JSON form. ``head_channels`` is null when there is no head conv;
+        ``stem_kernel`` and ``stem_pool`` appear only when they differ from their
+        defaults (3, false), so older descriptions keep their JSON."""
+        d = {
             "stem_channels": self.stem_channels,
             "stem_stride": self.stem_stride,
             "stages": [stage.to_dict() for stage in self.stages],
@@ -545,6 +651,11 @@ class Arch:
             "bn_eps": self.bn_eps,
             "bn_momentum": self.bn_momentum,
         }
+        if self.stem_kernel != 3:
+            d["stem_kernel"] = self.stem_kernel
+        if self.stem_pool:
+            d["stem_pool"] = True
+        return d
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -603,6 +714,9 @@ class Arch:
             raise ArchError(f"arch JSON is not valid JSON: {err.msg} at line {err.lineno}") from None
         return cls.from_dict(data)
 
+
+# `short_label`'s prefix per block kind (MBConv, the default, has none).
+_LABEL_PREFIX = {"mbconv": "", "fused_mbconv": "F", "dwsep": "D", "bottleneck": "B"}
 
 #: Keys an arch JSON document may carry beside the description: facts about a run on it.
 METADATA_KEYS = ("num_classes", "class_names")

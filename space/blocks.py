@@ -1,12 +1,12 @@
-"""PyTorch modules for the layers of a plan: conv-BN-act, squeeze-excite, stochastic depth,
-and the residual block wrapper."""
+"""PyTorch modules for the layers of a plan: conv-BN-act, squeeze-excite, max-pool,
+stochastic depth, and the block wrapper with its shortcut."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .plan import Conv, Layer, SqueezeExcite
+from .plan import Conv, Layer, MaxPool, SqueezeExcite
 
 __all__ = ["ConvBNAct", "SqueezeExciteModule", "StochasticDepth", "Block", "activation_layer", "layer_module"]
 
@@ -83,21 +83,38 @@ def layer_module(layer: Layer, activation: str, **bn: float) -> nn.Module:
         return ConvBNAct(layer, activation, **bn)
     if isinstance(layer, SqueezeExcite):
         return SqueezeExciteModule(layer, activation)
+    if isinstance(layer, MaxPool):
+        return nn.MaxPool2d(layer.kernel, layer.stride, padding=layer.kernel // 2)
     raise TypeError(f"no module for plan layer {layer!r}")
 
 
 class Block(nn.Module):
-    """The layers of one block, with an identity shortcut and stochastic depth when the
-    block keeps stride 1 and its channel count."""
+    """The layers of one block, with its shortcut and stochastic depth on the branch.
 
-    def __init__(self, layers: nn.Sequential, residual: bool, drop_path: float):
+    ``residual``: add the input (identity shortcut). ``shortcut``: a projection module
+    whose output is added instead (ResNet's 1x1 conv + BN when the shape changes).
+    ``post_act``: an activation applied to the sum (ResNet); None for MBConv-style blocks,
+    whose branch ends linear. Stochastic depth drops the branch whenever a shortcut exists.
+    Blocks without a projection or post-activation register no extra modules, so their
+    parameter names are those of the plain residual block.
+    """
+
+    def __init__(self, layers: nn.Sequential, residual: bool, drop_path: float,
+                 shortcut: nn.Module | None = None, post_act: nn.Module | None = None):
         super().__init__()
         self.layers = layers
         self.residual = residual
-        self.drop_path = StochasticDepth(drop_path) if residual else nn.Identity()
+        self.shortcut = shortcut
+        has_shortcut = residual or shortcut is not None
+        self.drop_path = StochasticDepth(drop_path) if has_shortcut else nn.Identity()
+        self.post_act = post_act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layers(x)
-        if self.residual:
+        if self.shortcut is not None:
+            out = self.shortcut(x) + self.drop_path(out)
+        elif self.residual:
             out = x + self.drop_path(out)
+        if self.post_act is not None:
+            out = self.post_act(out)
         return out

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from .arch import Arch
-from .blocks import Block, ConvBNAct, layer_module
+from .blocks import Block, ConvBNAct, activation_layer, layer_module
 from .errors import UserError
-from .plan import block_plan, head_plan, stem_plan
+from .plan import ACTIVATE_AFTER_ADD, block_plan, head_plan, shortcut_plan, stem_layers
 
 __all__ = ["EfficientNet", "build_model", "create_model"]
 
@@ -31,10 +31,14 @@ def _check_num_classes(num_classes: object) -> int:
 class EfficientNet(nn.Module):
     """Stem, stages of blocks, head conv, global average pool, dropout, linear classifier.
 
+    The name is historical: any `Arch` builds, MobileNetV1/V2 and ResNet included. The
+    stem is conv-BN-act with a max-pool appended when ``arch.stem_pool``; ``head`` is
+    ``nn.Identity`` when the arch has no head conv.
+
     Attributes:
         arch: the description it was built from.
         num_features: channels of the head's output, the classifier's input
-            (``arch.head_channels``).
+            (``arch.num_features``: the head conv's channels, or the last stage's).
         num_classes: classifier outputs; 0 means no classifier (`forward` returns the
             pooled ``(N, num_features)`` features).
 
@@ -46,15 +50,25 @@ class EfficientNet(nn.Module):
         super().__init__()
         self.arch = arch
         self.num_classes = _check_num_classes(num_classes)
-        self.num_features = arch.head_channels
+        self.num_features = arch.num_features
         bn = {"bn_eps": arch.bn_eps, "bn_momentum": arch.bn_momentum}
-        self.stem = ConvBNAct(stem_plan(arch, in_channels), arch.activation, **bn)
+        stem_conv, *stem_rest = stem_layers(arch, in_channels)
+        self.stem = ConvBNAct(stem_conv, arch.activation, **bn)
+        # The pool joins the stem's Sequential (stem.3) so that stem.0 stays the conv and
+        # models without a pool keep their module names.
+        for layer in stem_rest:
+            self.stem.append(layer_module(layer, arch.activation, **bn))
         stages: list[list[nn.Module]] = [[] for _ in arch.stages]
         for spec in arch.blocks():
             layers = nn.Sequential(*(layer_module(l, arch.activation, **bn) for l in block_plan(spec)))
-            stages[spec.stage_index].append(Block(layers, spec.residual, spec.drop_path))
+            projection = shortcut_plan(spec)
+            shortcut = None if projection is None else layer_module(projection, arch.activation, **bn)
+            post_act = activation_layer(arch.activation) if spec.block in ACTIVATE_AFTER_ADD else None
+            stages[spec.stage_index].append(
+                Block(layers, spec.residual, spec.drop_path, shortcut=shortcut, post_act=post_act))
         self.stages = nn.Sequential(*(nn.Sequential(*blocks) for blocks in stages))
-        self.head = ConvBNAct(head_plan(arch), arch.activation, **bn)
+        head = head_plan(arch)
+        self.head = nn.Identity() if head is None else ConvBNAct(head, arch.activation, **bn)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(arch.dropout)
         self.classifier = self._classifier(num_classes)
@@ -104,7 +118,7 @@ class EfficientNet(nn.Module):
         if global_pool not in (None, "avg"):
             raise ValueError(f"only average pooling is available, got global_pool={global_pool!r}")
         num_classes = _check_num_classes(num_classes)
-        ref = self.head[0].weight
+        ref = self.stem[0].weight
         self.classifier = self._classifier(num_classes, device=ref.device, dtype=ref.dtype)
         self.num_classes = num_classes
 

@@ -66,7 +66,10 @@ def _print_info(arch: Arch, c: Cost, name: str | None) -> None:
             expand = int(s.expand) if s.expand.is_integer() else s.expand
             cells = (s.block, s.kernel, s.stride, expand, s.se, s.channels, s.layers)
         elif part.name == "stem":
-            cells = ("conv", 3, arch.stem_stride, "-", "-", part.out_channels, 1)
+            cells = ("conv+maxpool" if arch.stem_pool else "conv", arch.stem_kernel,
+                     arch.stem_stride, "-", "-", part.out_channels, 1)
+        elif arch.head_channels is None:
+            cells = ("linear", "-", "-", "-", "-", arch.num_features, 1)
         else:
             cells = ("conv+linear", 1, 1, "-", "-", arch.head_channels, 1)
         block, k, stride, e, se, ch, layers = cells

@@ -3,10 +3,11 @@
 Conventions
 -----------
 * ``macs`` counts multiply-accumulates of convolutions (including the squeeze-excite
-  1x1 convolutions) and the classifier, one image at ``resolution``: for a convolution,
+  1x1 convolutions and projection shortcuts) and the classifier, one image at
+  ``resolution``: for a convolution,
   ``out_h * out_w * out_channels * in_channels / groups * k * k``; for the classifier,
   ``in_features * out_features``. Biases, batch norm, activations, pooling, the SE gate
-  multiply and residual additions are not counted. This is the convention behind the
+  multiply, max-pooling and residual additions are not counted. This is the convention behind the
   EfficientNet paper's "FLOPS" (B0: 0.39 B) and equals what ``thop`` attributes to the
   model's ``Conv2d`` and ``Linear`` modules. FLOPs in the strict sense are ``2 * macs``.
 * ``params`` counts every trainable parameter, batch-norm affine parameters included,
@@ -26,7 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .arch import Arch
-from .plan import Conv, Layer, SqueezeExcite, block_plan, head_plan, stem_plan
+from .plan import (ACTIVATE_AFTER_ADD, Conv, Layer, MaxPool, SqueezeExcite, block_plan, head_plan,
+                   shortcut_plan, stem_layers)
 
 __all__ = ["Cost", "PartCost", "cost", "measure_latency"]
 
@@ -99,6 +101,11 @@ class _Counter:
             self.params += 2 * c * s + c + s
             out_elems = in_elems
             self.saved += out_elems + 2 * (c + s)
+        elif isinstance(layer, MaxPool):
+            side = _side(self.side, layer.stride)
+            out_elems = side * side * self.channels
+            self.saved += out_elems
+            self.side = side
         else:  # pragma: no cover - guarded by PLANS
             raise TypeError(f"cannot cost plan layer {layer!r}")
         self.peak = max(self.peak, in_elems + out_elems + held)
@@ -113,23 +120,37 @@ def _cost(arch: Arch, num_classes: int, resolution: int) -> tuple[int, int, int,
         parts.append(PartCost(name, counter.macs - macs0, counter.params - params0,
                               counter.channels, counter.side, stage_index))
 
-    counter.layer(stem_plan(arch))
+    for layer in stem_layers(arch):
+        counter.layer(layer)
     close("stem", 0, 0)
     marks = (counter.macs, counter.params)
     blocks = list(arch.blocks())
     for i, spec in enumerate(blocks):
-        block_in = counter.side * counter.side * counter.channels
-        held = block_in if spec.residual else 0
+        in_side, in_channels = counter.side, counter.channels
+        block_in = in_side * in_side * in_channels
+        projection = shortcut_plan(spec)
+        held = block_in if spec.residual or projection is not None else 0
         for layer in block_plan(spec):
             counter.layer(layer, held)
-        if spec.residual:
-            counter.saved += counter.side * counter.side * counter.channels
+        if projection is not None:
+            # The shortcut reads the block input while the branch output is held; it
+            # ends at the branch's side and channels, so the walk continues from there.
+            out_side, out_channels = counter.side, counter.channels
+            counter.side, counter.channels = in_side, in_channels
+            counter.layer(projection, out_side * out_side * out_channels)
+            assert (counter.side, counter.channels) == (out_side, out_channels)
+        if spec.residual or projection is not None:
+            # The sum, and the activation applied to it where the kind does so (ResNet).
+            extra = 2 if spec.block in ACTIVATE_AFTER_ADD else 1
+            counter.saved += extra * counter.side * counter.side * counter.channels
         last_of_stage = i + 1 == len(blocks) or blocks[i + 1].stage_index != spec.stage_index
         if last_of_stage:
             close(f"s{spec.stage_index + 1}", *marks, stage_index=spec.stage_index)
             marks = (counter.macs, counter.params)
-    counter.layer(head_plan(arch))
-    head_features = arch.head_channels
+    head = head_plan(arch)
+    if head is not None:
+        counter.layer(head)
+    head_features = arch.num_features
     counter.macs += head_features * num_classes
     counter.params += head_features * num_classes + num_classes
     close("head", *marks)

@@ -1,4 +1,6 @@
-"""Named architectures: EfficientNet B0..B7, EfficientNetV2-S/M/L and a CIFAR-sized B0.
+"""Named architectures: EfficientNet B0..B7, EfficientNetV2-S/M/L, a CIFAR-sized B0, and
+the other baselines the EfficientNet paper scales (Table 3): MobileNetV1, MobileNetV2 and
+ResNet-50.
 
 B1..B7 are B0 grown by `Arch.scale` with the reference multipliers (`B_SERIES`), so the
 whole family exists from a plain checkout, with no installation step and no plugin.
@@ -19,7 +21,8 @@ from typing import Callable
 from .arch import BLOCK_KINDS, Arch, ArchError, Stage
 
 __all__ = ["B_SERIES", "BScale", "Preset", "register_preset", "get_preset", "preset_names",
-           "ResolvedArch", "resolve", "resolve_arch", "efficientnet_b0", "efficientnet_b"]
+           "ResolvedArch", "resolve", "resolve_arch", "efficientnet_b0", "efficientnet_b",
+           "mobilenet_v1", "mobilenet_v2", "resnet50"]
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,57 @@ def efficientnet_v2_l() -> Arch:
     )
 
 
+def mobilenet_v1() -> Arch:
+    """MobileNetV1 1.0-224 (Howard et al., 2017, Table 1), as the Keras reference builds it.
+
+    A 3x3 stride-2 stem to 32, thirteen depthwise-separable blocks (64, 128x2, 256x2,
+    512x6, 1024x2), no head conv: the 1024 channels are pooled and classified. The Keras
+    reference uses ReLU6, batch norm with epsilon 1e-3 and TensorFlow momentum 0.99
+    (0.01 here), dropout 1e-3 and a 1x1 conv with bias as the classifier, which has the
+    parameters of a Linear layer (1024 x 1000 + 1000).
+    """
+    ds = partial(Stage, "dwsep", 3)
+    return Arch(
+        stem_channels=32, stem_stride=2,
+        stages=(ds(1, 1, 64, 1), ds(2, 1, 128, 2), ds(2, 1, 256, 2), ds(2, 1, 512, 6),
+                ds(2, 1, 1024, 2)),
+        head_channels=None, resolution=224, dropout=0.001, activation="relu6",
+        bn_eps=1e-3, bn_momentum=0.01,
+    )
+
+
+def mobilenet_v2() -> Arch:
+    """MobileNetV2 1.0-224 (Sandler et al., 2018, Table 2), as torchvision builds it.
+
+    Inverted residuals are MBConv blocks with ReLU6 and no SE (an expansion-1 first block
+    has no expansion conv); a 1x1 head conv to 1280, dropout 0.2, PyTorch's batch-norm
+    defaults.
+    """
+    mb = partial(Stage, "mbconv")
+    return Arch(
+        stem_channels=32, stem_stride=2,
+        stages=(mb(3, 1, 1, 16, 1), mb(3, 2, 6, 24, 2), mb(3, 2, 6, 32, 3), mb(3, 2, 6, 64, 4),
+                mb(3, 1, 6, 96, 3), mb(3, 2, 6, 160, 3), mb(3, 1, 6, 320, 1)),
+        head_channels=1280, resolution=224, dropout=0.2, activation="relu6",
+    )
+
+
+def resnet50() -> Arch:
+    """ResNet-50 v1.5 (He et al., 2016, Table 1), as torchvision builds it.
+
+    A 7x7 stride-2 stem to 64 with a 3x3 stride-2 max-pool, bottleneck stages of 3, 4, 6
+    and 3 blocks (output channels 256 .. 2048, expansion 4, so inner widths 64 .. 512;
+    the stride on the 3x3 conv), projection shortcuts where the shape changes, ReLU, no
+    head conv, no dropout, PyTorch's batch-norm defaults.
+    """
+    bot = partial(Stage, "bottleneck", 3)
+    return Arch(
+        stem_channels=64, stem_stride=2, stem_kernel=7, stem_pool=True,
+        stages=(bot(1, 4, 256, 3), bot(2, 4, 512, 4), bot(2, 4, 1024, 6), bot(2, 4, 2048, 3)),
+        head_channels=None, resolution=224, activation="relu",
+    )
+
+
 register_preset("efficientnet_b0", efficientnet_b0,
                 "EfficientNet-B0, the searched baseline of Tan & Le (2019)",
                 source="Tan & Le 2019, Table 1", resolution=224)
@@ -190,6 +244,18 @@ register_preset("efficientnet_v2_m", efficientnet_v2_m, "EfficientNetV2-M",
                 source="Tan & Le 2021; torchvision / timm reference configs", resolution=480)
 register_preset("efficientnet_v2_l", efficientnet_v2_l, "EfficientNetV2-L",
                 source="Tan & Le 2021; torchvision / timm reference configs", resolution=480)
+# The EfficientNet paper's other baselines (Tan & Le 2019, Table 3). ``reference_params`` is
+# the reference implementation's trainable parameter count at 1000 classes, which the
+# built model equals exactly; ``reference_macs`` the published multiply-adds at 224.
+register_preset("mobilenet_v1", mobilenet_v1, "MobileNetV1 1.0-224 (depthwise-separable, ReLU6)",
+                source="Howard et al. 2017, Table 1; Keras applications MobileNet(alpha=1.0)",
+                resolution=224, reference_params=4_231_976, reference_macs=569_000_000)
+register_preset("mobilenet_v2", mobilenet_v2, "MobileNetV2 1.0-224 (inverted residuals, ReLU6)",
+                source="Sandler et al. 2018, Table 2; torchvision mobilenet_v2",
+                resolution=224, reference_params=3_504_872, reference_macs=300_000_000)
+register_preset("resnet50", resnet50, "ResNet-50 v1.5 (bottlenecks, stride on the 3x3)",
+                source="He et al. 2016, Table 1; torchvision resnet50",
+                resolution=224, reference_params=25_557_032, reference_macs=4_100_000_000)
 
 
 @dataclass(frozen=True)

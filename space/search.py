@@ -29,7 +29,7 @@ Per-stage fields, all optional (a missing field keeps the base stage's value and
 a search dimension); a list is a set of choices, a scalar a fixed value:
 
 ==========  =====================================================================
-``block``   block kind, one of ``mbconv``, ``fused_mbconv``
+``block``   block kind, one of ``mbconv``, ``fused_mbconv`` (`SEARCH_BLOCK_KINDS`)
 ``kernel``  kernel size (positive odd integer)
 ``expand``  expansion ratio (number >= 1)
 ``se``      squeeze-and-excitation ratio in [0, 1) (0 turns SE off)
@@ -84,7 +84,7 @@ from .arch import BLOCK_KINDS, Arch, ArchError, Stage, _is_int, _is_number
 from .errors import UserError
 from .presets import _looks_like_arch_string, get_preset
 
-__all__ = ["FIELDS", "SearchSpace", "SpaceError"]
+__all__ = ["FIELDS", "SEARCH_BLOCK_KINDS", "SearchSpace", "SpaceError"]
 
 
 class SpaceError(UserError):
@@ -93,6 +93,12 @@ class SpaceError(UserError):
 
 #: Per-stage fields, in the order their parameters are suggested and sampled.
 FIELDS: tuple[str, ...] = ("block", "kernel", "expand", "se", "layers", "width")
+
+#: Block kinds a ``block`` choice may name. The other kinds of `BLOCK_KINDS` tie two fields
+#: together (``dwsep`` needs expand 1, ``bottleneck`` se 0), which choices checked one field
+#: at a time against the base stage cannot guarantee for every combination. A stage of
+#: such a kind in the base keeps its kind; its other fields are searched as usual.
+SEARCH_BLOCK_KINDS: tuple[str, ...] = ("mbconv", "fused_mbconv")
 
 _TOP_LEVEL = ("name", "description", "base", "defaults", "stages")
 _SUFFIXES = (".yaml", ".yml", ".json", ".toml")
@@ -113,8 +119,11 @@ def _decode_field(base: Stage, field: str, value: Any) -> tuple[str, Any]:
 def _check_choice(base: Stage, field: str, value: Any) -> str | None:
     """Why ``value`` is not a valid choice of ``field`` on ``base``, or None when it is."""
     if field == "block":
-        if not isinstance(value, str) or value not in BLOCK_KINDS:
-            return f"block must be one of {sorted(BLOCK_KINDS)}"
+        if not isinstance(value, str) or value not in SEARCH_BLOCK_KINDS:
+            if isinstance(value, str) and value in BLOCK_KINDS:
+                return (f"block {value!r} cannot be a search choice (its fields depend on each "
+                        f"other); choose from {sorted(SEARCH_BLOCK_KINDS)}")
+            return f"block must be one of {sorted(SEARCH_BLOCK_KINDS)}"
     elif field == "layers":
         if not _is_int(value):
             return "layers must be an integer delta on the base stage's layers"
