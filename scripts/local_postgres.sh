@@ -68,6 +68,19 @@ as_server() {
 
 running() { [[ -f $DATA/PG_VERSION ]] && as_server "$PGBIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
 
+# A server killed without a chance to clean up leaves postmaster.pid behind; when its
+# process is gone (or a zombie nobody reaped, as in some containers), the file goes too.
+clear_dead_pid() {
+    local pid state
+    [[ -f $DATA/postmaster.pid ]] || return 0
+    pid=$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null || true)
+    [[ $pid =~ ^[0-9]+$ ]] || return 0
+    state=$(ps -o stat= -p "$pid" 2>/dev/null || true)
+    if [[ -z $state || $state == Z* ]]; then
+        rm -f "$DATA/postmaster.pid"
+    fi
+}
+
 port() { cat "$DIR/port"; }
 
 free_port() {
@@ -144,11 +157,15 @@ EOF
 start() {
     find_bin
     server_user
+    clear_dead_pid
     if running && [[ -f $DIR/ready ]]; then
         :
     else
-        if ! { [[ -f $DIR/ready && -f $DATA/PG_VERSION ]] && start_server; }; then
-            # Nothing there, a folder left half made, or a server that no longer starts: afresh.
+        if [[ -f $DIR/ready && -f $DATA/PG_VERSION ]]; then
+            # Its studies are there: start it again, never start afresh over them.
+            start_server || die "the server in $DATA did not start; see $DIR/server.log (or delete it: $0 clean)"
+        else
+            # Nothing there, or a folder left half made: start afresh.
             if running; then
                 as_server "$PGBIN/pg_ctl" -D "$DATA" -m immediate stop >/dev/null 2>&1 || true
             fi
