@@ -11,6 +11,10 @@
                    [--tolerance 0.02] [same options as family] [--json]
     scaling grid --arch ARCH --dry-run [--step 0.05] [--tolerance 0.1]
                  [--max-coefficient 2] [--json]
+    scaling grid --arch ARCH --dataset D [--step 0.05] [--tolerance 0.1]
+                 [--max-coefficient 2] [--epochs E] [--subset N] [--val-size N]
+                 [--recipe proxy|paper] [--seed S] [--storage URL] [--study NAME]
+                 [--workers K] [--threads T] [--device D] [--out DIR] [--quiet] [--json]
 
 ARCH is a preset name, an arch string or an arch .json file. Coefficients come either from
 the three flags or from a JSON file holding an object with numeric ``"alpha"``, ``"beta"``
@@ -21,8 +25,18 @@ B) and T: ``--macs 400M``, ``--params 10M``.
 
 The library does the work (`scaling.compound`, `scaling.family`); this module parses, calls
 and prints. Every mistake is one sentence on stderr and exit status 2 (`UserError`), and
-``--out`` files are written whole or not at all. ``scaling grid`` without ``--dry-run``
-(training each grid point) is not built yet.
+``--out`` files are written whole or not at all.
+
+``scaling grid`` without ``--dry-run`` trains the phi = 1 member of every grid point
+(`scaling.grid.run_grid`): the members go into ``<out>/runs/<study>/grid_space.yaml`` as a
+listed search space, and ``nas search``'s runner evaluates it with the grid sampler (every
+point once; storage, heartbeats, retries, ``--workers``, duplicate detection, progress and
+``search.log`` / ``trials.csv`` / ``summary.txt`` exactly as ``nas search``). The point with
+the highest reward ``ACC * (MACs / T)^-0.07``, ``T`` = twice the base's MACs, wins; its
+coefficients go to ``coefficients.json`` (which ``--coefficients`` reads) beside
+``grid_accuracy.png`` / ``.svg``. The same command again resumes the study (only missing or
+failed points train); a different grid under the same ``--study`` is refused. The study is
+named ``<base name>-grid`` by default. Exit status 1 when no point has finished training.
 """
 
 from __future__ import annotations
@@ -47,6 +61,10 @@ from .family import (comparison_markdown, family, measure_latencies, official_co
 from .scale import scale
 
 __all__ = ["main"]
+
+# The quick search budget's epochs and subset (nas.search.settings.BUDGETS), for the help
+# text only: importing nas.search costs a few hundred milliseconds at every start.
+_QUICK = {"epochs": 4, "subset": 2000}
 
 
 def _number(args: argparse.Namespace, flag: str) -> float | None:
@@ -298,8 +316,7 @@ def _cmd_target(args: argparse.Namespace) -> int:
 
 def _cmd_grid(args: argparse.Namespace) -> int:
     if not args.dry_run:
-        raise ScalingError("training the grid is not built yet; pass --dry-run to list the grid "
-                           "points with their real MACs ratios")
+        return _cmd_grid_train(args)
     base = _arch(args)
     points = grid_points(base, step=_float(args.step, "--step"),
                          tolerance=_float(args.tolerance, "--tolerance"),
@@ -316,6 +333,66 @@ def _cmd_grid(args: argparse.Namespace) -> int:
         print(f"| {p.alpha:g} | {p.beta:g} | {p.gamma:g} | {p.product:.4f} | {p.macs_ratio:.3f} |")
     print(f"\n{len(points)} points with |alpha * beta^2 * gamma^2 - 2| <= {_float(args.tolerance, '--tolerance'):g}; "
           f"MACs ratio: the base grown at phi = 1 over the base")
+    return 0
+
+
+def _cmd_grid_train(args: argparse.Namespace) -> int:
+    """``scaling grid`` without ``--dry-run``: train every point (`scaling.grid.run_grid`)."""
+    if args.arch is None:
+        raise ScalingError("give the baseline with --arch (a preset name, an arch string or a .json file)")
+    if args.dataset is None:
+        raise ScalingError("give the dataset to train the grid on with --dataset (cifar10, cifar100, "
+                           "synthetic[:N[:C[:S]]] or an image folder), or pass --dry-run to only list the points")
+    from .grid import TARGET_FACTOR, run_grid
+
+    subset: Any = "budget"
+    if args.subset is not None:
+        subset = _int(args.subset, "--subset")
+        subset = None if subset == 0 else subset
+    result = run_grid(
+        args.arch, args.dataset, step=_float(args.step, "--step"),
+        tolerance=_float(args.tolerance, "--tolerance"),
+        max_coefficient=_float(args.max_coefficient, "--max-coefficient"),
+        out=args.out, study=args.study, storage=args.storage,
+        workers=_int(args.workers, "--workers"), epochs=_int(args.epochs, "--epochs"), subset=subset,
+        val_size=_int(args.val_size, "--val-size"), recipe=args.recipe, seed=_int(args.seed, "--seed"),
+        num_threads=_int(args.threads, "--threads"), device=args.device, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0 if result.chosen is not None else 1
+    rows = result.rows
+    print(f"grid: {len(rows)} points, each the base grown at phi = 1; study {result.study} in {result.run_dir}")
+    print(f"reward: ACC * (MACs / T)^-0.07 with T = {TARGET_FACTOR:g} x the base's MACs = "
+          f"{short_count(result.target_macs)} (EfficientNet's soft reward: a point whose rounding spends "
+          f"more than {TARGET_FACTOR:g}x the MACs is penalised, so it does not win by its extra MACs alone)\n")
+    print("| point | alpha | beta | gamma | product | MACs ratio | val acc | reward | trial |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        mark = " **chosen**" if result.chosen is not None and r.label == result.chosen.label else ""
+        acc = f"{r.val_acc:.4f}" if r.val_acc is not None else "-"
+        reward = f"{r.reward:.4f}" if r.reward is not None else "-"
+        trial = "-" if r.trial is None else f"{r.trial}" + (f" (= {r.duplicate_of})" if r.duplicate_of is not None else "")
+        if r.reward is None and r.trial is not None:
+            trial += f" {r.state.lower()}"
+        print(f"| {r.label}{mark} | {r.alpha:g} | {r.beta:g} | {r.gamma:g} | {r.product:.4f} | "
+              f"{r.macs_ratio:.3f} | {acc} | {reward} | {trial} |")
+    c = result.chosen
+    if c is None:
+        print("\nno grid point has finished training yet; run the same command again to resume")
+        return 1
+    evaluated = result.coefficients["evaluated"]
+    print(f"\nchose alpha {c.alpha:g}, beta {c.beta:g}, gamma {c.gamma:g}: the highest reward, {c.reward:.4f} "
+          f"(accuracy {c.val_acc:.4f} at {c.macs_ratio:.2f}x the base's MACs, trial {c.trial}), "
+          f"of {evaluated} evaluated point{'s' if evaluated != 1 else ''}")
+    best_acc = max((r for r in rows if r.val_acc is not None), key=lambda r: r.val_acc)
+    if best_acc.val_acc > c.val_acc:
+        print(f"the most accurate point, alpha {best_acc.alpha:g}, beta {best_acc.beta:g}, gamma {best_acc.gamma:g} "
+              f"(accuracy {best_acc.val_acc:.4f}), spends {best_acc.macs_ratio:.2f}x the MACs, which the reward "
+              f"penalises below the choice")
+    if evaluated < len(rows):
+        print(f"{len(rows) - evaluated} points are not evaluated (failed or not run); run the same command "
+              f"again to finish them")
+    print(f"wrote {', '.join(str(p) for p in result.files)}")
     return 0
 
 
@@ -394,19 +471,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "grid", help="the alpha, beta, gamma grid under alpha * beta^2 * gamma^2 ~ 2",
-        description="List every grid point with each coefficient >= 1 and "
-                    "|alpha * beta^2 * gamma^2 - 2| <= --tolerance, with the real MACs ratio "
-                    "of the base grown at phi = 1. Training the grid is not built yet: "
-                    "--dry-run is required.")
+        description="Every grid point with each coefficient >= 1 and "
+                    "|alpha * beta^2 * gamma^2 - 2| <= --tolerance names the base grown at phi = 1. "
+                    "With --dry-run: list them with their real MACs ratios. Otherwise train each "
+                    "with nas's trainer as a resumable Optuna study (a listed search space, the grid "
+                    "sampler; storage, workers and retries as `nas search`), choose the highest "
+                    "reward ACC * (MACs / T)^-0.07 with T = 2x the base's MACs, and write "
+                    "coefficients.json and grid_accuracy.png/.svg into <out>/runs/<study>/. The "
+                    "same command again resumes the study.")
     _add_arch_and_coefficients(p, coefficients=False)
     p.add_argument("--dry-run", action="store_true", help="list the points; train nothing")
+    p.add_argument("--dataset", default=None, metavar="D",
+                   help="train on D: cifar10, cifar100, synthetic[:N[:C[:S]]] or an image folder "
+                        "(required without --dry-run)")
+    p.add_argument("--epochs", default=None, metavar="E",
+                   help="training epochs per point (default: the quick budget's, %s)" % _QUICK["epochs"])
+    p.add_argument("--subset", default=None, metavar="N",
+                   help="training images per point, 0 for all (default: the quick budget's, %s)" % _QUICK["subset"])
+    p.add_argument("--val-size", default=None, metavar="N",
+                   help="validation images, the same for every point (default 2500, at most a fifth)")
+    p.add_argument("--recipe", choices=["proxy", "paper"], default="proxy", help="training recipe (proxy)")
+    p.add_argument("--seed", default="0", metavar="S", help="training seed of every point (0)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage URL (default sqlite <out>/runs/<study>/study.db)")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help="study name, also the run folder (default <base name>-grid)")
+    p.add_argument("--workers", default="1", metavar="K", help="processes training points at once (1)")
+    p.add_argument("--threads", default=None, metavar="T", help="CPU threads for training (torch's choice)")
+    p.add_argument("--device", default=None, metavar="D", help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--out", default=".", metavar="DIR",
+                   help="folder holding runs/<study>/ (default: the working directory)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--step", default="0.05", metavar="S", help="grid step (default 0.05)")
     p.add_argument("--tolerance", default=str(DEFAULT_PRODUCT_TOLERANCE), metavar="T",
                    help="absolute tolerance of the product around 2 (default %(default)s)")
     p.add_argument("--max-coefficient", default="2", metavar="C",
                    help="largest value of each coefficient (default 2)")
     p.add_argument("--json", action="store_true",
-                   help="print a JSON list of {alpha, beta, gamma, product, macs_ratio}")
+                   help="with --dry-run a JSON list of {alpha, beta, gamma, product, macs_ratio}; "
+                        "otherwise one JSON object: the chosen coefficients (coefficients.json) and "
+                        "\"points\", a row per grid point")
     p.set_defaults(func=_cmd_grid)
     return parser
 

@@ -67,6 +67,16 @@ of distinct decoded attribute values. Choices that decode alike (a ``layers`` de
 clamped to 1, two widths rounding to the same channel count) are counted once.
 
 Shipped spaces (``SearchSpace.names()``) live in ``space/spaces/*.yaml``.
+
+Listed spaces
+-------------
+A file whose top level has ``candidates`` (a mapping of label -> preset name, arch string
+or arch mapping) instead of ``defaults`` / ``stages`` is a *listed* space:
+`SearchSpace.load` returns a `space.listed.ListedSpace`, with the same interface (one
+categorical parameter ``candidate`` over the labels; ``decode({"candidate": label})`` is
+that architecture). ``nas search --space shortlist.yaml --sampler grid`` evaluates a
+hand-made shortlist, each candidate once; ``scaling grid`` writes one for its grid points.
+See `space.listed` for the format and its checks.
 """
 
 from __future__ import annotations
@@ -204,7 +214,8 @@ class SearchSpace:
     @classmethod
     def load(cls, name_or_path: str | Path) -> "SearchSpace":
         """A shipped space by name (``mnasnet``, ``v2_cifar``, ...) or a ``.yaml``, ``.yml``,
-        ``.json`` or ``.toml`` file."""
+        ``.json`` or ``.toml`` file. A file with a top-level ``candidates`` key is a listed
+        space and loads as a `space.listed.ListedSpace` (same interface)."""
         if isinstance(name_or_path, str) and name_or_path in cls.names():
             folder = resources.files(__package__) / _SHIPPED_DIR
             for suffix in (".yaml", ".yml"):
@@ -268,6 +279,12 @@ class SearchSpace:
                     raise SpaceError(f"{where} is not valid TOML: {err}") from None
         except UnicodeDecodeError:
             raise SpaceError(f"{where} is not UTF-8 text") from None
+        from .listed import ListedSpace, is_listed
+
+        if is_listed(data):
+            # A list of named candidates: read again by ListedSpace, which also refuses a
+            # label written twice (which the parse above would have kept silently).
+            return ListedSpace.load_file(path)
         return cls.from_dict(data, source=where, default_name=path.name.rsplit(".", 1)[0])
 
     @classmethod

@@ -9,7 +9,8 @@ Files (stems as in `PLOT_STEMS`, each as ``.png`` and ``.svg``):
   (`history_plot`);
 * ``early_stopping``: per-epoch accuracies and rungs (`early_stop_plot`);
 * ``importance``: parameter importance per target, and ``stage_choices``: the per-stage
-  view (`importance_plot`), each skipped with a note when the study cannot support it;
+  view (`importance_plot`), each skipped with a note when the study cannot support it (the
+  per-stage view needs parameters ``s<i>.<field>``: a listed space has none);
 * ``index.html`` (`html`), ``trials.csv``, ``front.csv`` and ``summary.md`` (`tables`).
 """
 
@@ -113,14 +114,18 @@ def make_report(study: optuna.Study, out: str | Path) -> Report:
             add(fig, "importance", "Parameter importance",
                 "Optuna's PED-ANOVA importance of each searched parameter for each target (accuracy over "
                 "evaluated trials; costs over every trial that recorded them).")
-        fig, _ = plot_stage_choices(data)
+        fig, shares = plot_stage_choices(data)
         if fig is not None:
             top = "front members" if data.mode == "pareto" else "best quarter of trials by reward"
             add(fig, "stage_choices", "Choices per stage",
                 f"For each stage and searched field, how often each choice appears among the {top} (red) "
                 "and among all evaluated trials (grey).")
-        else:
+        elif shares or not data.evaluated:
             report.notes.append("Per-stage choices not drawn: no evaluated trial yet.")
+        else:
+            # A listed space (one "candidate" parameter), or another without s<i>.<field>.
+            report.notes.append("Per-stage choices not drawn: the study's parameters are not per-stage "
+                                "choices (s<i>.<field>), as in a listed space of candidates.")
         report.files += write_tables(data, plots_dir, [(s, t) for s, t, _ in report.plots], report.notes)
         with atomic_write(plots_dir / INDEX_HTML, "w") as f:
             f.write(index_html(data, report.plots, report.notes))

@@ -4,7 +4,7 @@
 
     nas search --space NAME|FILE --dataset D [--budget quick|full] [--mode reward|pareto] [--reward mnas|v2] [--hard]
                [--objectives acc,macs] [--target-macs 400M | --target-params 5M | --target-latency 5ms]
-               [--trials N] [--timeout S] [--sampler tpe|nsga2|random] [--storage URL] [--study NAME]
+               [--trials N] [--timeout S] [--sampler tpe|nsga2|random|grid] [--storage URL] [--study NAME]
                [--recipe proxy|paper] [--epochs E] [--subset N] [--val-size N] [--seed S]
                [--split-seed S] [--enqueue PRESET|ARCH|FILE ...] [--max-macs Q] [--max-params Q]
                [--max-latency T] [--early-stop none|asha|median|hyperband] [--min-epochs R] [--eta H]
@@ -46,6 +46,8 @@ def _settings(args: argparse.Namespace):
                if getattr(args, f"target_{k}") is not None]
     overrides = {k: getattr(args, k) for k in ("lr", "batch_size") if getattr(args, k) is not None}
     sized = {k: v for k, v in (("trials", args.trials), ("epochs", args.epochs)) if v is not None}
+    if args.trials is None and args.sampler == "grid":
+        sized["trials"] = None  # every grid point (resolve_settings counts them)
     if args.subset is not None:
         sized["subset"] = args.subset if args.subset > 0 else None
     return settings_for_budget(
@@ -197,7 +199,10 @@ def add_parsers(subparsers: Any) -> None:
                    help="trials to finish (complete, pruned, infeasible; failed ones are retried) (--budget's)")
     p.add_argument("--timeout", type=_number(float, "--timeout", 1), default=None,
                    help="seconds after which no new trial starts")
-    p.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="tpe (default), nsga2 or random")
+    p.add_argument("--sampler", choices=SAMPLERS, default="tpe",
+                   help="tpe (default), nsga2, random, or grid: every point of the space once (for small "
+                        "spaces such as a listed space's candidates; --trials defaults to, and is capped at, "
+                        "the number of points)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL, e.g. postgresql+psycopg://user@host/db with the password in "
                         "PGPASSWORD or a pgpass file; a password is never shown "

@@ -16,6 +16,9 @@ One call gives up after ``max_failures`` failed trials (default ``trials``), so 
 under which every candidate diverges ends with a warning instead of looping for ever. Trials
 RUNNING in other live workers are waited for (a dead worker's trial goes stale after
 `study.GRACE_PERIOD` seconds, is marked FAIL and queued again by Optuna's retry callback).
+With ``sampler="grid"`` the count is at most the number of grid points (a larger one is
+capped, with a line on stderr), so every point is evaluated once, a failed one again on
+resume (`nas.search.grid_sampler`).
 
 Progress: a bar over trials on stderr (trial k/N, the running trial's epoch and accuracy,
 best reward or front size and hypervolume) and one line per finished trial appended to
@@ -108,8 +111,10 @@ def _prepare(settings: SearchSettings) -> _Prepared:
                       UserWarning, stacklevel=3)
     num_classes = splits.num_classes
     if r.mode == "reward" and r.reward_kind == "mnas" and r.target is None:
-        # T defaults to the base architecture's MACs: search for a better network of its size.
-        r = dataclasses.replace(r, target=("macs", float(arch_cost(r.space.base, num_classes=num_classes).macs)))
+        # T defaults to the base architecture's MACs: search for a better network of its size
+        # (times target_factor: scaling grid's members should cost twice the base).
+        base_macs = arch_cost(r.space.base, num_classes=num_classes).macs
+        r = dataclasses.replace(r, target=("macs", float(base_macs * s.target_factor)))
     for kind, limit in r.budgets.items():
         if kind in ("macs", "params"):
             least, _ = smallest_reachable(r.space, kind, num_classes)
@@ -431,7 +436,7 @@ def run_search(settings: SearchSettings, progress: bool = True) -> SearchSummary
     """
     started = time.monotonic()
     p = _prepare(settings)
-    r, s = p.r, settings
+    r, s = p.r, p.r.settings  # the checked settings: the grid sampler caps trials
     storage = open_storage(r.storage_url)
     with _quiet_optuna():
         study, created = create_or_load_study(r, lambda: _study_info(p), storage=storage)
@@ -439,6 +444,9 @@ def run_search(settings: SearchSettings, progress: bool = True) -> SearchSummary
         enqueue(study, p.enqueue)
     deadline = None if s.timeout is None else started + s.timeout
     bar = _Progress(study, r, progress, r.run_dir / LOG_FILE)
+    if progress and r.grid_points is not None and r.trials_asked is not None:
+        print(f"grid sampler: {r.grid_points} points, so {s.trials} trials (each point once) instead of "
+              f"{r.trials_asked}", file=sys.stderr, flush=True)
     if progress and not created:
         done, _ = counted_trials(study)
         print(f"resuming study {r.study_name}: {done} of {s.trials} trials done", file=sys.stderr, flush=True)

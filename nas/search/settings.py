@@ -18,6 +18,7 @@ with underscores.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import os
@@ -35,7 +36,7 @@ __all__ = ["SearchSettings", "Resolved", "resolve_settings", "settings_for_budge
 
 MODES = ("reward", "pareto")
 REWARDS = ("mnas", "v2")
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
 # "asha": successive halving (Optuna's pruner in reward mode, MO-ASHA in Pareto mode);
 # "median" and "hyperband" are Optuna pruners, so reward mode only.
 EARLY_STOPS = ("none", "asha", "median", "hyperband")
@@ -63,6 +64,7 @@ _FLAG = {
     "early_stop": "--early-stop", "min_epochs": "--min-epochs", "eta": "--eta",
     "num_threads": "--threads", "device": "--device", "out": "--out", "workers": "--workers",
     "max_failures": "--max-failures", "train_overrides": "train_overrides",
+    "target_factor": "target_factor",
 }
 
 
@@ -82,14 +84,22 @@ class SearchSettings:
             EfficientNet one (w = -0.07 both sides); mnas reward only.
         objectives: Pareto mode's objectives: ``"acc"`` and one to three cost kinds
             (``macs``, ``params``, ``latency``, ``step_time``), e.g. ``("acc", "macs")``.
-        target: ``(cost kind, value)``: T of the mnas reward (default: the space's base
-            architecture's MACs); in Pareto mode the budget under which `baseline.json`
-            takes the most accurate front member (else the knee).
+        target: ``(cost kind, value)``: T of the mnas reward (default: ``target_factor``
+            times the space's base architecture's MACs at the dataset's classes); in Pareto
+            mode the budget under which `baseline.json` takes the most accurate front member
+            (else the knee).
+        target_factor: the mnas reward's default T as a multiple of the base's MACs (1:
+            a better network of the base's size; ``scaling grid`` uses 2, the MACs a unit of
+            phi should double to). Only without ``target``.
         trials: trials to finish in the study (complete, pruned and infeasible ones count,
-            failed ones do not); a resumed study adds only the missing ones.
+            failed ones do not); a resumed study adds only the missing ones. With the grid
+            sampler at most the number of grid points (a larger value is capped to it, and
+            None means all of them).
         timeout: seconds after which no new trial starts (None: no limit).
         sampler: ``"tpe"`` (Optuna's default, multi-objective TPE in Pareto mode),
-            ``"nsga2"`` or ``"random"``.
+            ``"nsga2"``, ``"random"`` or ``"grid"`` (every point of the space's parameters
+            once, `nas.search.grid_sampler`; for small spaces, such as a listed space's
+            candidates: at most `GRID_LIMIT` points).
         storage: an Optuna RDB URL (``sqlite:///...``, ``postgresql://...``); default a
             SQLite file ``<out>/runs/<study>/study.db``.
         study: the study name (default ``<space name>-<mode>``); also the run folder's name.
@@ -124,7 +134,7 @@ class SearchSettings:
     hard: bool = False
     objectives: tuple[str, ...] | None = None
     target: tuple[str, Any] | None = None
-    trials: int = BUDGETS["quick"]["trials"]
+    trials: int | None = BUDGETS["quick"]["trials"]
     timeout: float | None = None
     sampler: str = "tpe"
     storage: str | None = None
@@ -148,6 +158,7 @@ class SearchSettings:
     workers: int = 1
     max_failures: int | None = None
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
+    target_factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -167,6 +178,8 @@ class Resolved:
     run_dir: Path
     storage_url: str
     max_failures: int
+    grid_points: int | None = None  # the grid sampler's number of points
+    trials_asked: int | None = None  # --trials as given, when the grid capped it
 
     @property
     def objective_names(self) -> tuple[str, ...]:
@@ -227,9 +240,10 @@ def default_study_name(space_name: str, mode: str) -> str:
 
 
 def _space(value: Any):
+    from space.listed import ListedSpace
     from space.search import SearchSpace
 
-    if isinstance(value, SearchSpace):
+    if isinstance(value, (SearchSpace, ListedSpace)):
         return value
     if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
         raise UserError(f"--space must be a shipped space name or a space file, got {value!r}")
@@ -249,7 +263,16 @@ def resolve_settings(s: SearchSettings) -> Resolved:
         raise UserError(f"--hard must be True or False, got {s.hard!r}")
     if not isinstance(s.dataset, str) or not s.dataset.strip():
         raise UserError(f"--dataset must name a dataset or a folder, got {s.dataset!r}")
-    trials = _int("trials", s.trials, 1)
+    if s.trials is None and s.sampler != "grid":
+        raise UserError("--trials must be a whole number >= 1 (only --sampler grid takes every grid point "
+                        "by default)")
+    trials = _int("trials", s.trials, 1) if s.trials is not None else None
+    if isinstance(s.target_factor, bool) or not isinstance(s.target_factor, numbers.Real) \
+            or not math.isfinite(s.target_factor) or s.target_factor <= 0:
+        raise UserError(f"target_factor must be a positive number, got {s.target_factor!r}")
+    if s.target_factor != 1 and (s.target is not None or s.mode != "reward" or s.reward != "mnas"):
+        raise UserError("target_factor scales the mnas reward's default target; it does not combine with "
+                        "--target-*, --reward v2 or --mode pareto")
     if s.timeout is not None and (isinstance(s.timeout, bool) or not isinstance(s.timeout, numbers.Real)
                                   or not math.isfinite(s.timeout) or s.timeout <= 0):
         raise UserError(f"--timeout must be a positive number of seconds, got {s.timeout!r}")
@@ -341,6 +364,18 @@ def resolve_settings(s: SearchSettings) -> Resolved:
             budgets[kind] = _quantity(name, value, kind)
 
     space = _space(s.space)
+    grid_points = trials_asked = None
+    if s.sampler == "grid":
+        from .grid_sampler import GRID_LIMIT, grid_size
+
+        grid_points = grid_size(space.dimensions())
+        if grid_points > GRID_LIMIT:
+            raise UserError(f"--sampler grid evaluates every point, and space {space.name} has {grid_points:,} "
+                            f"(more than {GRID_LIMIT:,}); use tpe, nsga2 or random, or a smaller space")
+        if trials is None or trials > grid_points:
+            # Every point once is the whole grid: more trials would only repeat points.
+            trials_asked, trials = trials, grid_points
+            s = dataclasses.replace(s, trials=trials)
     study = s.study if s.study is not None else default_study_name(space.name, s.mode)
     if not isinstance(study, str) or not STUDY_NAME_RE.match(study):
         raise UserError(f"--study must be letters, digits, '_', '-' or '.' (it names a folder), got {study!r}")
@@ -366,4 +401,4 @@ def resolve_settings(s: SearchSettings) -> Resolved:
     return Resolved(settings=s, space=space, mode=s.mode, costs=costs,
                     reward_kind=s.reward if s.mode == "reward" else None, target=target, budgets=budgets,
                     early_stop=early, study_name=study, out=out, run_dir=run_dir, storage_url=storage_url,
-                    max_failures=max_failures)
+                    max_failures=max_failures, grid_points=grid_points, trials_asked=trials_asked)

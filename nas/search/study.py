@@ -175,18 +175,28 @@ def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
     storage.engine.dispose()  # connections opened before the listener get replaced
 
 
-def make_sampler(name: str, *, multi_objective: bool, seed: int, trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, *, multi_objective: bool, seed: int, trials: int,
+                 search_space: Mapping[str, Any] | None = None) -> optuna.samplers.BaseSampler:
     """``tpe`` (Optuna's default sampler, multi-objective TPE for several objectives),
     ``nsga2`` (population ``min(50, max(8, trials // 4))``: Optuna's 50 would leave a
-    20-trial study in its random first generation) or ``random``. Constraints set with
-    `Trial.set_constraint` reach TPE and NSGA-II through the trials themselves."""
+    20-trial study in its random first generation), ``random``, or ``grid``: every point
+    of ``search_space`` (the space's `dimensions()`, required for it) once
+    (`nas.search.grid_sampler.SpaceGridSampler`, which survives resumes and workers).
+    Constraints set with `Trial.set_constraint` reach TPE and NSGA-II through the trials
+    themselves."""
+    if name == "grid":
+        from .grid_sampler import SpaceGridSampler
+
+        if search_space is None:
+            raise ValueError("the grid sampler needs the search space's dimensions")
+        return SpaceGridSampler(search_space, seed=seed)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=min(50, max(8, trials // 4)))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise UserError(f"--sampler must be one of tpe, nsga2, random, got {name!r}")
+    raise UserError(f"--sampler must be one of tpe, nsga2, random, grid, got {name!r}")
 
 
 def make_pruner(early_stop: str, mode: str, *, min_epochs: int, eta: int, epochs: int) -> optuna.pruners.BasePruner:
@@ -290,7 +300,7 @@ def create_or_load_study(r: Resolved, info: Mapping[str, Any] | Callable[[], Map
     # Offset the sampler's seed by the trials already there: a resumed study must not replay
     # the proposals of its first run (they would all be duplicates).
     study.sampler = make_sampler(s.sampler, multi_objective=r.mode == "pareto", seed=s.seed + trials_so_far + seed_offset,
-                                 trials=s.trials)
+                                 trials=s.trials, search_space=r.space.dimensions())
     study.pruner = make_pruner(r.early_stop, r.mode, min_epochs=s.min_epochs, eta=s.eta, epochs=s.epochs)
     return study, created
 
