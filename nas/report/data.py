@@ -228,14 +228,15 @@ def load_family(run_dir: Path) -> tuple[list[FamilyMember], str | None]:
     return members, None
 
 
-def short_arch(arch: str, per_line: int = 4) -> str:
-    """A short label for an arch string: per stage ``k<kernel>e<expand>`` with ``xN`` for
-    N layers and a leading ``F`` for Fused-MBConv, a line break every ``per_line`` stages
-    (channels and the rest are in trials.csv). The string itself, cut, when it is not one."""
+def short_arch(arch: str, per_line: int = 4, *, channels: bool = False) -> str:
+    """A short label for an arch string (`Arch.short_label`): per stage ``k<kernel>e<expand>``,
+    ``c<channels>`` when asked, ``xN`` for N layers and a leading ``F`` for Fused-MBConv, a
+    line break every ``per_line`` stages (the rest is in trials.csv). The string itself, cut,
+    when it is not one."""
     from space import Arch
 
     try:
-        parts = Arch.from_string(arch).short_label().split(" ")
+        parts = Arch.from_string(arch).short_label(channels=channels).split(" ")
     except Exception:  # noqa: BLE001 - any unreadable string just gets cut
         return arch if len(arch) <= 24 else arch[:21] + "..."
     return "\n".join(" ".join(parts[i:i + per_line]) for i in range(0, len(parts), per_line))

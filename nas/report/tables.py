@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from ..atomic import atomic_write
 from ..search.objectives import COST_KINDS, MnasReward, format_quantity
 from ..search.results import format_summary
-from .data import ReportData, TrialRow
+from .data import ReportData, TrialRow, short_arch
 
 __all__ = ["TRIALS_CSV", "FRONT_CSV", "SUMMARY_MD", "trial_columns", "front_rows", "write_tables",
            "top_table"]
@@ -96,7 +96,7 @@ def top_table(data: ReportData) -> tuple[str, list[str], list[list[str]]]:
         if data.mode == "reward":
             cells.append(f"{r.reward:.4f}" if r.reward is not None else "-")
         cells += [format_quantity(r.costs[c], c) if c in r.costs else "-" for c in data.costs]
-        cells.append(r.arch)
+        cells.append(short_arch(r.arch, per_line=len(r.arch), channels=True))  # full strings: front.csv
         body.append(cells)
     return title, [h if h not in COST_KINDS else COST_KINDS[h].label for h in head], body
 
