@@ -5,13 +5,15 @@ coefficient phi (depth alpha^phi, width beta^phi, resolution gamma^phi), `solve_
 the phi meeting a MACs or parameter target, `grid_points` lists the coefficients meeting
 alpha * beta^2 * gamma^2 ~ 2, `run_grid` trains each point's phi = 1 member as a resumable
 study (through nas's search runner) and picks the coefficients, and `family` with its table
-writers lays out the members.
+writers lays out the members; `train_family` trains them (the same runner, one study per
+training seed).
 """
 
 from .compound import (GridPoint, Member, ScalingError, Solution, check_coefficients, compound,
                        compound_dropout, grid_points, later_stage_layers, solve_phi)
-from .family import (OfficialRow, family, family_columns, family_rows, official_comparison,
-                     to_csv, to_json, to_markdown, write_family)
+from .family import (OfficialRow, TrainedFamily, family, family_columns, family_rows,
+                     official_comparison, to_csv, to_json, to_markdown, train_family, train_listed,
+                     write_family)
 from .grid import GridResult, GridRow, run_grid
 from .scale import scale
 
@@ -22,4 +24,5 @@ __all__ = [
     "run_grid", "GridResult", "GridRow",
     "family", "family_columns", "family_rows", "official_comparison", "OfficialRow",
     "to_csv", "to_json", "to_markdown", "write_family",
+    "train_family", "train_listed", "TrainedFamily",
 ]

@@ -6,6 +6,13 @@
                    --phi 1..7 [--max-resolution R] [--later-stage-depth K]
                    [--resolution-multiple 8] [--dropout P] [--product-tolerance T]
                    [--latency] [--json] [--out DIR]
+    scaling family ... --train --dataset D [--epochs E] [--subset N] [--val-size N]
+                   [--recipe proxy|paper] [--seeds K] [--study NAME] [--storage URL]
+                   [--workers K] [--threads T] [--device D] [--into-study NAME]
+                   [--out DIR] [--quiet] [--json]
+    scaling compare --arch ARCH --dataset D --macs-factor 4 [--seeds 3] [--steps 3]
+                   [--coefficients FILE | --alpha A --beta B --gamma G] [--tolerance 0.05]
+                   [same training flags] [--out DIR] [--json]
     scaling target --arch ARCH (--macs 2G | --params 10M)
                    (--coefficients FILE | --alpha A --beta B --gamma G)
                    [--tolerance 0.02] [same options as family] [--json]
@@ -37,6 +44,16 @@ coefficients go to ``coefficients.json`` (which ``--coefficients`` reads) beside
 ``grid_accuracy.png`` / ``.svg``. The same command again resumes the study (only missing or
 failed points train); a different grid under the same ``--study`` is refused. The study is
 named ``<base name>-grid`` by default. Exit status 1 when no point has finished training.
+
+``scaling family --train`` trains every member the same way (`scaling.family.train_family`:
+``runs/<study>/family_space.yaml``, candidates ``phi0``, ``phi1``...; study
+``<base name>-family`` by default) and writes ``family.json`` (``nas report``'s family
+format, accuracy the mean over seeds), ``family.md`` / ``.csv`` and
+``family_accuracy.png`` / ``.svg`` there; ``--into-study NAME`` also writes ``family.json``
+into ``runs/NAME/`` so ``nas report --study NAME`` overlays it on the searched front.
+``--seeds K`` trains each member with training seeds 0..K-1, seed s > 0 in its own study
+``<study>-s<s>`` (a study has one training seed). ``scaling compare`` is
+`scaling.compare.run_compare`.
 """
 
 from __future__ import annotations
@@ -259,6 +276,11 @@ def _cmd_family(args: argparse.Namespace) -> int:
         members = family(base, alpha, beta, gamma, phis, **options)
     except ScalingError as err:
         raise _in_file(err, source) from None
+    if args.train:
+        return _cmd_family_train(args, members)
+    for flag in ("dataset", "into_study", "seeds", "study", "storage", "epochs", "subset", "val_size"):
+        if getattr(args, flag) is not None:
+            raise ScalingError(f"--{flag.replace('_', '-')} needs --train")
     # Everything is computed before anything is printed or written.
     latencies = measure_latencies(members) if args.latency else None
     rows = official_comparison(base, members)
@@ -274,6 +296,58 @@ def _cmd_family(args: argparse.Namespace) -> int:
         print("\nBeside the official EfficientNet B1..B7 (difference: compound over official, minus 1):\n")
         print(comparison_markdown(rows), end="")
     return 0
+
+
+def _train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The training flags shared by ``family --train`` and ``compare``."""
+    if args.dataset is None:
+        raise ScalingError("give the dataset to train on with --dataset (cifar10, cifar100, "
+                           "synthetic[:N[:C[:S]]] or an image folder)")
+    subset: Any = "budget"
+    if args.subset is not None:
+        subset = _int(args.subset, "--subset")
+        if subset < 0:
+            raise ScalingError(f"--subset must be a whole number >= 0 (0: every image), got {args.subset!r}")
+        subset = None if subset == 0 else subset
+    epochs = _int(args.epochs, "--epochs")
+    if epochs is not None and epochs < 1:
+        raise ScalingError(f"--epochs must be a whole number >= 1, got {args.epochs!r}")
+    seeds = _int(args.seeds, "--seeds") if args.seeds is not None else 1
+    if seeds < 1:
+        raise ScalingError(f"--seeds must be a whole number >= 1, got {args.seeds!r}")
+    workers = _int(args.workers, "--workers")
+    if workers < 1:
+        raise ScalingError(f"--workers must be a whole number >= 1, got {args.workers!r}")
+    return {"epochs": epochs, "subset": subset, "val_size": _int(args.val_size, "--val-size"),
+            "recipe": args.recipe, "storage": args.storage, "workers": workers,
+            "num_threads": _int(args.threads, "--threads"), "device": args.device,
+            "progress": not args.quiet, "seeds": seeds}
+
+
+def _cmd_family_train(args: argparse.Namespace, members) -> int:
+    """``scaling family --train``: `scaling.family.train_family`."""
+    from .family import format_acc, train_family
+
+    options = _train_options(args)
+    seeds = options.pop("seeds")
+    result = train_family(args.arch, members, args.dataset, study=args.study, seeds=seeds,
+                          into_study=args.into_study, out=args.out if args.out is not None else ".",
+                          **options)
+    if args.json:
+        print(json.dumps(result.document))
+    else:
+        print(f"family of {len(result.rows)} members trained with the same recipe over {seeds} "
+              f"seed{'s' if seeds != 1 else ''}; study {result.study} in {result.run_dir}\n")
+        print("| member | phi | resolution | params | MACs | val acc (mean ± std) | n |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in result.rows:
+            print(f"| {r['name']} | {r['phi']:g} | {r['resolution']} | {short_count(r['params'])} | "
+                  f"{short_count(r['macs'])} | {format_acc(r['acc'], r['acc_std'], r['n'])} | {r['n']} |")
+        print(f"\nwrote {', '.join(str(p) for p in result.files)}")
+    missing = [r["name"] for r in result.rows if r["n"] < seeds]
+    if missing and not args.json:
+        print(f"not every seed of {', '.join(missing)} finished; run the same command again to resume")
+    return 0 if not missing else 1
 
 
 def _cmd_target(args: argparse.Namespace) -> int:
@@ -419,6 +493,29 @@ def _add_arch_and_coefficients(p: argparse.ArgumentParser, *, coefficients: bool
                    help="dropout of every member (default: grows with phi as B0..B7's does)")
 
 
+def _add_train_flags(p: argparse.ArgumentParser, *, study_default: str) -> None:
+    p.add_argument("--dataset", default=None, metavar="D",
+                   help="train on D: cifar10, cifar100, synthetic[:N[:C[:S]]] or an image folder")
+    p.add_argument("--epochs", default=None, metavar="E",
+                   help="training epochs per network (default: the quick budget's, %s)" % _QUICK["epochs"])
+    p.add_argument("--subset", default=None, metavar="N",
+                   help="training images per network, 0 for all (default: the quick budget's, %s)" % _QUICK["subset"])
+    p.add_argument("--val-size", default=None, metavar="N",
+                   help="validation images, the same for every network (default 2500, at most a fifth)")
+    p.add_argument("--recipe", choices=["proxy", "paper"], default="proxy", help="training recipe (proxy)")
+    p.add_argument("--seeds", default=None, metavar="K",
+                   help="train every network K times with training seeds 0..K-1 (default 1); seed s > 0 "
+                        "is the study <study>-s<s>")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage URL (default sqlite <out>/runs/<study>/study.db)")
+    p.add_argument("--study", default=None, metavar="NAME",
+                   help=f"study name, also the run folder (default {study_default})")
+    p.add_argument("--workers", default="1", metavar="K", help="processes training at once (1)")
+    p.add_argument("--threads", default=None, metavar="T", help="CPU threads for training (torch's choice)")
+    p.add_argument("--device", default=None, metavar="D", help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaling", description="Scale architectures.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -454,7 +551,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure CPU latency of each member (builds each model; slow)")
     p.add_argument("--json", action="store_true", help="print a JSON list of members")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="also write family.md, family.csv and family.json into DIR")
+                   help="also write family.md, family.csv and family.json into DIR; with --train the "
+                        "folder holding runs/<study>/ (default: the working directory)")
+    p.add_argument("--train", action="store_true",
+                   help="train each member with the same recipe (a listed space evaluated by nas "
+                        "search's runner, resumable) and write family.json with accuracies and "
+                        "family_accuracy.png/.svg into <out>/runs/<study>/")
+    _add_train_flags(p, study_default="<base name>-family")
+    p.add_argument("--into-study", default=None, metavar="NAME",
+                   help="with --train, also write family.json into <out>/runs/NAME/ (the searched "
+                        "study whose baseline was scaled) so `nas report --study NAME` overlays it")
     p.set_defaults(func=_cmd_family)
 
     p = sub.add_parser(
