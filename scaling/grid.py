@@ -392,10 +392,16 @@ def plot_grid(result: GridResult) -> list[Path]:
     rest = [r for r in rows if r.val_acc is None]
     if done:
         accs = np.array([r.val_acc for r in done])
+        lo, hi = float(accs.min()), float(accs.max())
+        if hi - lo < 1e-3:  # all (nearly) equal: a readable scale around the one value
+            lo, hi = lo - 0.005, hi + 0.005
         sc = ax.scatter([xy[r.label][0] for r in done], [xy[r.label][1] for r in done], c=accs,
                         cmap="viridis", s=110, edgecolors="black", linewidths=0.6, zorder=3,
-                        vmin=float(accs.min()), vmax=float(accs.max()) if accs.max() > accs.min() else float(accs.min()) + 1e-6)
-        fig.colorbar(sc, ax=ax, label="validation accuracy")
+                        vmin=lo, vmax=hi)
+        bar = fig.colorbar(sc, ax=ax, label="validation accuracy", fraction=0.05, pad=0.03)
+        # Accuracies differ in the third decimal: an offset label ("1e-7+2.5e-1") reads as noise.
+        bar.formatter.set_useOffset(False)
+        bar.update_ticks()
     if rest:
         ax.scatter([xy[r.label][0] for r in rest], [xy[r.label][1] for r in rest], s=110, facecolors="none",
                    edgecolors="#999999", linewidths=1.0, zorder=3, label="not evaluated")
