@@ -350,6 +350,67 @@ def _cmd_family_train(args: argparse.Namespace, members) -> int:
     return 0 if not missing else 1
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """``scaling compare``: `scaling.compare.run_compare`."""
+    from .compare import DEFAULT_TOLERANCE, METHODS, footer, run_compare, to_markdown
+    from .family import PAPER_COEFFICIENTS
+
+    if args.arch is None:
+        raise ScalingError("give the baseline with --arch (a preset name, an arch string or a .json file)")
+    if args.macs_factor is None:
+        raise ScalingError("give the MACs target as a multiple of the base's with --macs-factor, such as 4")
+    factor = _float(args.macs_factor, "--macs-factor")
+    if not math.isfinite(factor) or factor <= 1:
+        raise ScalingError(f"--macs-factor must be a number > 1 (scaling only grows a network), got "
+                           f"{args.macs_factor!r}")
+    steps = _int(args.steps, "--steps")
+    if steps < 1:
+        raise ScalingError(f"--steps must be a whole number >= 1, got {args.steps!r}")
+    tolerance = _float(args.tolerance, "--tolerance")
+    if not math.isfinite(tolerance) or not 0 <= tolerance < 1:
+        raise ScalingError(f"--tolerance must be a fraction in [0, 1), got {args.tolerance!r}")
+    if args.coefficients is None and all(getattr(args, n) is None for n in ("alpha", "beta", "gamma")):
+        coefficients, source = PAPER_COEFFICIENTS, None
+    else:
+        coefficients, source = _coefficients(args)
+    product_tolerance = _float(args.product_tolerance, "--product-tolerance")
+    options = _train_options(args)
+    seeds = options.pop("seeds")
+    _arch(args)  # a bad --arch is one sentence before anything loads
+    try:
+        result = run_compare(args.arch, args.dataset, macs_factor=factor, seeds=seeds, steps=steps,
+                             coefficients=coefficients, tolerance=tolerance,
+                             resolution_multiple=_int(args.resolution_multiple, "--resolution-multiple"),
+                             product_tolerance=product_tolerance, study=args.study, out=args.out, **options)
+    except ScalingError as err:
+        raise _in_file(err, source) from None
+    if result.caveat and args.json:
+        print(result.caveat, file=sys.stderr)  # without --json it is the table's footer
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        alpha, beta, gamma = result.coefficients
+        print(f"depth-only, width-only, resolution-only and compound (alpha {alpha:g}, beta {beta:g}, gamma "
+              f"{gamma:g}) scaling to {factor:g}x the base's MACs in {steps} step{'s' if steps != 1 else ''}, "
+              f"each trained over {seeds} seed{'s' if seeds != 1 else ''}; study {result.study} in "
+              f"{result.run_dir}\n")
+        print(to_markdown(result), end="")
+        finals = [r for r in result.rows if r["step"] == steps and r["acc_mean"] is not None]
+        if len(finals) == len(METHODS):
+            best = max(finals, key=lambda r: r["acc_mean"])
+            accs = ", ".join(f"{r['method']} {r['acc_mean']:.4f}" for r in finals)
+            tied = [r["method"] for r in finals if r["acc_mean"] == best["acc_mean"]]
+            verdict = f"most accurate: {best['method']}" if len(tied) == 1 else f"tied: {', '.join(tied)}"
+            print(f"\nat the target (mean accuracy): {accs}; {verdict} (compare the spread before "
+                  f"calling a difference real)")
+        print(f"\nwrote {', '.join(str(p) for p in result.files)}")
+    missing = [r["label"] for r in result.rows if r["n"] < seeds]
+    if missing:
+        print(f"not every seed of {', '.join(missing)} finished; run the same command again to resume",
+              file=sys.stderr)
+    return 0 if not missing else 1
+
+
 def _cmd_target(args: argparse.Namespace) -> int:
     base = _arch(args)
     (alpha, beta, gamma), source = _coefficients(args)
@@ -618,6 +679,39 @@ def build_parser() -> argparse.ArgumentParser:
                         "otherwise one JSON object: the chosen coefficients (coefficients.json) and "
                         "\"points\", a row per grid point")
     p.set_defaults(func=_cmd_grid)
+
+    p = sub.add_parser(
+        "compare", help="depth-, width-, resolution-only and compound scaling at equal MACs, trained",
+        description="Grow the base to --macs-factor x its MACs by depth only, width only, resolution "
+                    "only (each the smallest multiplier whose real MACs reach the target within "
+                    "--tolerance) and by compound scaling (solve_phi), with --steps points per method "
+                    "from the base to the target; train every network over --seeds seeds with the "
+                    "same recipe through nas search's runner (resumable); print a table (markdown; "
+                    "compare.md/.csv/.json) and plot accuracy vs MACs per method "
+                    "(compare_accuracy.png/.svg) in <out>/runs/<study>/. On 32-pixel images "
+                    "resolution scaling only upsamples: the output says so.")
+    _add_arch_and_coefficients(p, coefficients=False)
+    p.add_argument("--coefficients", default=None, metavar="FILE",
+                   help='JSON object with numeric "alpha", "beta" and "gamma" (default: 1.2, 1.1, 1.15)')
+    p.add_argument("--alpha", default=None, metavar="A", help="compound depth coefficient (1.2)")
+    p.add_argument("--beta", default=None, metavar="B", help="compound width coefficient (1.1)")
+    p.add_argument("--gamma", default=None, metavar="G", help="compound resolution coefficient (1.15)")
+    p.add_argument("--product-tolerance", default=str(DEFAULT_PRODUCT_TOLERANCE), metavar="T",
+                   help="how far alpha * beta^2 * gamma^2 may be from 2, absolute (default %(default)s)")
+    p.add_argument("--macs-factor", default=None, metavar="F", help="MACs target as a multiple (> 1) of the base's")
+    p.add_argument("--steps", default="3", metavar="N",
+                   help="points per method from the base to the target, MACs factor^(i/N) (default 3)")
+    p.add_argument("--tolerance", default="0.05", metavar="F",
+                   help="relative tolerance of each point's real MACs on its target (default 0.05)")
+    p.add_argument("--resolution-multiple", default="8", metavar="N",
+                   help="round the input side to a multiple of N pixels (default 8)")
+    _add_train_flags(p, study_default="<base name>-compare")
+    p.set_defaults(seeds="3")
+    p.add_argument("--out", default=".", metavar="DIR",
+                   help="folder holding runs/<study>/ (default: the working directory)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: the settings, \"columns\" and \"rows\" (one per network)")
+    p.set_defaults(func=_cmd_compare)
     return parser
 
 
