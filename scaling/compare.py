@@ -368,6 +368,8 @@ def plot_compare(result: CompareResult) -> list[Path]:
         ax.errorbar([r["macs"] for r in rows], [r["acc_mean"] for r in rows],
                     yerr=[r["acc_std"] or 0 for r in rows], fmt="-o", color=colors[method], capsize=3,
                     markersize=4, lw=1.4, label=f"{method}" + ("-only" if method != "compound" else ""))
+    ax.axvline(result.base_macs * result.macs_factor, color="#888888", ls=":", lw=1.0,
+               label=f"target: {result.macs_factor:g}x the base's MACs")
     ax.set_xscale("log")
     ax.set_xlabel("MACs per image (log)")
     ax.set_ylabel(f"validation accuracy (mean ± std, {result.seeds} seed{'s' if result.seeds != 1 else ''})")
