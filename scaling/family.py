@@ -252,7 +252,10 @@ def write_family(members: Sequence[Member], out_dir: str | Path, *, base: Arch |
     latency = latencies is not None
     texts = {"family.md": to_markdown(members, latency=latency, latencies=latencies),
              "family.csv": to_csv(members, latency=latency, latencies=latencies),
-             "family.json": json.dumps(to_json(members, latencies=latencies), indent=2) + "\n"}
+             # nas report's family format; untrained, so acc is null (the report draws members with one)
+             "family.json": json.dumps({"family": [{"name": f"phi{d['phi']:g}", **d, "acc": None}
+                                                   for d in to_json(members, latencies=latencies)]},
+                                       indent=2) + "\n"}
     rows = official_comparison(base, members) if base is not None else []
     if rows:
         texts["family.md"] += ("\nBeside the official EfficientNet B1..B7 (difference: compound "

@@ -109,7 +109,13 @@ def test_write_family_writes_whole_files(tmp_path, b0_family):
     names = sorted(p.name for p in written)
     assert names == ["family.csv", "family.json", "family.md", "official.json"]
     assert sorted(os.listdir(tmp_path / "out")) == names  # no temporary file left
-    assert len(json.loads((tmp_path / "out" / "family.json").read_text())) == 8
+    doc = json.loads((tmp_path / "out" / "family.json").read_text())
+    assert [m["name"] for m in doc["family"]] == [f"phi{i}" for i in range(8)]
+    # The same format nas report overlays on a study (untrained: no accuracy).
+    from nas.report.data import load_family
+
+    members, why = load_family(tmp_path / "out")
+    assert why is None and len(members) == 8 and all(m.acc is None for m in members)
     assert len(json.loads((tmp_path / "out" / "official.json").read_text())) == 7
     assert "efficientnet_b7" in (tmp_path / "out" / "family.md").read_text()
     blocker = tmp_path / "file"

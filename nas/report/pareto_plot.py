@@ -122,7 +122,7 @@ def plot_accuracy_vs_cost(data: ReportData, cost: str) -> AccCostPlot:
 
     # Limits first: they decide where the iso-lines start and end.
     accs = [_position(r) for r in rows if _position(r) is not None] + [m.acc for m in family if m.acc is not None]
-    xs_all = [r.costs[cost] for r in rows] + [m.macs for m in family]
+    xs_all = [r.costs[cost] for r in rows] + [m.macs for m in family if m.acc is not None]
     budgets = {k: float(v) for k, v in (data.info.get("budgets") or {}).items()}
     iso = data.iso_reward if data.iso_reward is not None and data.iso_reward.cost == cost else None
     if cost in budgets:
