@@ -3,7 +3,7 @@ resolution-only and compound scaling of one base to the same MACs, each trained 
 seeds with the proxy recipe (`scaling.compare.run_compare`, the engine of ``scaling compare``).
 
     python benchmarks/scaling_compare.py [--data DIR] [--arch ARCH]
-        [--macs-factor 2] [--steps 2] [--seeds 3] [--epochs 2] [--subset 2000]
+        [--macs-factor 2] [--steps 2] [--seeds 3] [--epochs 4] [--subset 4000]
         [--val-size 1000] [--threads 2] [--out DIR] [--study NAME] [--estimate] [--json]
 
 Every network is a candidate of a listed search space evaluated by ``nas search``'s runner
@@ -24,12 +24,13 @@ Default settings, chosen to fit about an hour on 2 CPU cores: the base is
 lands near the target: its input side moves in steps of 8 pixels and 32 -> 40 costs 1.77x
 alone, so the nearest is 1.65x), target 2x its MACs in 2 steps (1 + 4 x 2 = 9 networks per
 seed; real MACs ratios 1.79 / 2.05 depth, 1.16 / 1.95 width, 1.74 / 2.23 resolution (the
-nearest 8-pixel steps, 40 and 48 px), 1.79 / 1.99 compound), 3 seeds, 2 epochs on 2,000
-images with 1,000 validation images. ``--estimate`` trains the base once with the chosen
-settings and projects the whole run without running it, taking training time as
+nearest 8-pixel steps, 40 and 48 px), 1.79 / 1.99 compound), 3 seeds, 4 epochs on 4,000
+images (500 steps of 32, past the proxy's "too short to rank" warning) with 2,000 validation
+images (a standard error of about one point). ``--estimate`` trains the base once with the
+chosen settings and projects the whole run without running it, taking training time as
 proportional to MACs (an upper bound here: small networks on a CPU are not MACs-bound). On
-the development machine (2 cores shared with other jobs) one training of the base took
-36 to 80 seconds, so the projection is 29 to 65 minutes.
+the development machine, 2 epochs on 2,000 images took 6.8 minutes in all at 1 thread beside
+another benchmark; the README gives the time of the default run.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ B0_CIFAR_HALF = ("net_r32_silu_dp0.2_eps0.00001_mom0.1-stem_c16_s1-mb_k3_s1_e1_c
                  "mb_k3_s2_e6_c16_l1_se0.25-mb_k5_s2_e6_c24_l1_se0.25-mb_k3_s2_e6_c40_l2_se0.25-"
                  "mb_k5_s1_e6_c56_l2_se0.25-mb_k5_s2_e6_c96_l2_se0.25-mb_k3_s1_e6_c160_l1_se0.25-"
                  "head_c640_do0.2")
-DEFAULTS = {"arch": B0_CIFAR_HALF, "macs_factor": 2.0, "steps": 2, "seeds": 3, "epochs": 2,
-            "subset": 2000, "val_size": 1000, "threads": 2}
+DEFAULTS = {"arch": B0_CIFAR_HALF, "macs_factor": 2.0, "steps": 2, "seeds": 3, "epochs": 4,
+            "subset": 4000, "val_size": 2000, "threads": 2}
 
 
 def estimate(a: argparse.Namespace) -> dict:

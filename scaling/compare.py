@@ -312,12 +312,22 @@ def run_compare(arch: Arch | str, dataset: str, *, macs_factor: float = 4.0, see
 # --------------------------------------------------------------------------- outputs
 
 
+def _shown(value: float) -> str:
+    """A multiplier to 4 significant digits, with "+" when that hides how it exceeds a
+    round value: the smallest depth above 1 already rounds every one-layer stage up to 2."""
+    text = f"{value:.4g}"
+    return text + "+" if float(text) < value - 1e-12 else text
+
+
 def _multipliers(r: dict[str, Any]) -> str:
+    """The asked multiplier(s), then the realised ratios after rounding (layers, channels and
+    pixels of the scaled network over the base's)."""
     if r["method"] == "base":
         return "-"
+    real = f"real d {r['depth']:.3g}, w {r['width']:.3g}, r {r['resolution_multiplier']:.3g}"
     if r["method"] == "compound":
-        return f"φ {r['multiplier']:.4g} (d {r['depth']:.3g}, w {r['width']:.3g}, r {r['resolution_multiplier']:.3g})"
-    return f"{r['method'][0]} {r['multiplier']:.4g}"
+        return f"φ {_shown(r['multiplier'])} ({real})"
+    return f"{r['method'][0]} {_shown(r['multiplier'])} ({real})"
 
 
 def footer(result: CompareResult) -> str:
