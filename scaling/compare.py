@@ -364,7 +364,7 @@ def to_csv(result: CompareResult) -> str:
 
 def plot_compare(result: CompareResult) -> list[Path]:
     """Accuracy vs MACs (log), one line per method from the base, error bars the std."""
-    from nas.report.style import new_figure, save_figure
+    from nas.report.style import cost_axis, new_figure, save_figure
 
     fig = new_figure(6.8, 4.8)
     ax = fig.subplots()
@@ -380,8 +380,8 @@ def plot_compare(result: CompareResult) -> list[Path]:
                     markersize=4, lw=1.4, label=f"{method}" + ("-only" if method != "compound" else ""))
     ax.axvline(result.base_macs * result.macs_factor, color="#888888", ls=":", lw=1.0,
                label=f"target: {result.macs_factor:g}x the base's MACs")
-    ax.set_xscale("log")
-    ax.set_xlabel("MACs per image (log)")
+    cost_axis(ax, "macs", span=ax.get_xlim())
+    ax.set_xlabel("MACs per image (log scale)")
     ax.set_ylabel(f"validation accuracy (mean ± std, {result.seeds} seed{'s' if result.seeds != 1 else ''})")
     ax.grid(True, which="both", lw=0.4, alpha=0.5)
     ax.legend(loc="best", fontsize=8, frameon=False)

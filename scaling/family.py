@@ -585,7 +585,7 @@ def plot_trained_family(rows: Sequence[dict[str, Any]], folder: Path, *, title: 
                         stem: str = TRAINED_STEM) -> list[Path]:
     """Accuracy vs MACs (log) of the trained members, each labelled with its phi, error
     bars the std over seeds; ``<stem>.png`` and ``.svg`` in ``folder``."""
-    from nas.report.style import new_figure, save_figure
+    from nas.report.style import cost_axis, new_figure, save_figure
 
     done = sorted((r for r in rows if r["acc"] is not None), key=lambda r: r["macs"])
     fig = new_figure(6.4, 4.6)
@@ -596,8 +596,8 @@ def plot_trained_family(rows: Sequence[dict[str, Any]], folder: Path, *, title: 
     for r in done:
         ax.annotate(f"φ{r['phi']:g}", (r["macs"], r["acc"]), xytext=(4, 6), textcoords="offset points",
                     fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("MACs per image (log)")
+    cost_axis(ax, "macs", span=ax.get_xlim())
+    ax.set_xlabel("MACs per image (log scale)")
     ax.set_ylabel("validation accuracy")
     ax.grid(True, which="both", lw=0.4, alpha=0.5)
     ax.legend(loc="best", fontsize=8, frameon=False)

@@ -67,13 +67,15 @@ def cost_label(kind: str) -> str:
 
 def cost_axis(ax, kind: str, axis: str = "x", span: tuple[float, float] | None = None) -> None:
     """A log-scale cost axis, its ticks written short (``100k``, ``2M``, ``5.0 ms``): at
-    1, 2, 3 and 5 times each power of ten over at most two decades (``span``: the axis
-    limits), 1, 2 and 5 up to four, powers of ten beyond."""
+    every multiple 1..9 of a power of ten within one decade (``span``: the axis limits), at
+    1, 2, 3 and 5 times each power of ten up to two, 1, 2 and 5 up to four, powers of ten
+    beyond."""
     set_scale = ax.set_xscale if axis == "x" else ax.set_yscale
     a = ax.xaxis if axis == "x" else ax.yaxis
     set_scale("log")
     decades = math.log10(span[1] / span[0]) if span and span[0] > 0 and span[1] > span[0] else 3.0
-    subs = (1.0, 2.0, 3.0, 5.0) if decades <= 2 else (1.0, 2.0, 5.0) if decades <= 4 else (1.0,)
+    subs = (tuple(float(k) for k in range(1, 10)) if decades <= 1 else (1.0, 2.0, 3.0, 5.0) if decades <= 2
+            else (1.0, 2.0, 5.0) if decades <= 4 else (1.0,))
     a.set_major_locator(LogLocator(base=10, subs=subs))
     a.set_minor_locator(LogLocator(base=10, subs=tuple(np.arange(1, 10, dtype=float))))
     a.set_major_formatter(FuncFormatter(lambda v, _pos: short_quantity(v, kind) if v > 0 else ""))
