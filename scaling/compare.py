@@ -316,7 +316,7 @@ def _shown(value: float) -> str:
     """A multiplier to 4 significant digits, with "+" when that hides how it exceeds a
     round value: the smallest depth above 1 already rounds every one-layer stage up to 2."""
     text = f"{value:.4g}"
-    return text + "+" if float(text) < value - 1e-12 else text
+    return text + "+" if float(text) <= 1.0 < value else text
 
 
 def _multipliers(r: dict[str, Any]) -> str:
