@@ -1,0 +1,102 @@
+"""Ctrl-C (SIGINT) on a running `nas search`, in one process and with --workers 2: the
+command exits promptly with status 130 (the shell's convention for SIGINT, via
+`space.command_line.cli_entry`), no trial is left RUNNING in the storage (the trial in
+flight is FAIL: Optuna's `optimize` marks an in-process trial FAIL when KeyboardInterrupt
+goes through it, and re-raises; workers get the parent's SIGINT forwarded and do the same),
+the outputs written so far parse, and the same command resumes to the requested count
+with every trial number unique."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+BASE = "net_r16_silu-stem_c8_s1-mb_k3_s2_e2_c16_l1_se0.25-fmb_k3_s2_e2_c24_l1-head_c32"
+SPACE_YAML = f"""\
+name: tiny
+base: {BASE}
+defaults:
+  kernel: [3, 5]
+  expand: [1, 2]
+  width: [0.5, 1.0]
+"""
+TRIALS = 3
+STUDY = "ctrlc"
+
+
+def command(tmp_path, workers: int) -> list[str]:
+    space = tmp_path / "tiny.yaml"
+    space.write_text(SPACE_YAML)
+    # Several epochs per trial, so the interrupt lands inside a trial's training.
+    return [sys.executable, "-m", "nas", "search", "--space", str(space), "--dataset", "synthetic:240:4:16",
+            "--trials", str(TRIALS), "--epochs", "20", "--subset", "160", "--val-size", "40", "--threads", "1",
+            "--early-stop", "none", "--study", STUDY, "--workers", str(workers), "--out", str(tmp_path / "out"),
+            "--quiet"]
+
+
+def storage_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'out' / 'runs' / STUDY / 'study.db'}"
+
+
+def running_trial(url: str):
+    try:
+        study = optuna.load_study(study_name=STUDY, storage=url)
+    except Exception:  # noqa: BLE001 - not created yet
+        return None
+    return next((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING), None)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_mid_trial_fails_the_trial_cleanly_and_the_command_resumes(tmp_path, workers):
+    cmd = command(tmp_path, workers)
+    env = {**os.environ, "EFFNAS_HEARTBEAT_INTERVAL": "1", "EFFNAS_GRACE_PERIOD": "3"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    url = storage_url(tmp_path)
+    db = tmp_path / "out" / "runs" / STUDY / "study.db"
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline:
+        if db.exists() and running_trial(url) is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the search ended before a trial ran: {proc.communicate()[1][-2000:]}"
+    time.sleep(0.3)  # inside the trial's training
+    os.kill(proc.pid, signal.SIGINT)
+    sent = time.monotonic()
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("nas search did not exit within 30 s of SIGINT")
+    assert time.monotonic() - sent < 30
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
+
+    study = optuna.load_study(study_name=STUDY, storage=url)
+    trials = study.get_trials(deepcopy=False)
+    assert trials and not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert any(t.state in (TrialState.FAIL, TrialState.PRUNED) for t in trials), [(t.number, t.state.name) for t in trials]
+    run = tmp_path / "out" / "runs" / STUDY
+    if (run / "baseline.json").exists():
+        json.loads((run / "baseline.json").read_text())
+    if (run / "trials.csv").exists():
+        with open(run / "trials.csv", newline="") as f:
+            list(csv.DictReader(f))
+
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    counted = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(counted) == TRIALS
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    json.loads((run / "baseline.json").read_text())
+    with open(run / "trials.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) >= TRIALS
