@@ -130,10 +130,10 @@ def soak(backend: str, url: str, workers: int, trials: int, kills: int, epochs: 
     done_kills = 0
     deadline = started + timeout
     # Spread the kills over the run: the first at a random moment after the first trial has
-    # started, then one every 0.5-2.5 s (a trial takes about 1-2 s per worker).
+    # started, then one every 0.3-1.5 s (a trial takes about 1-2 s per worker).
     while not study.get_trials(deepcopy=False) and time.monotonic() < deadline:
         time.sleep(0.1)
-    next_kill = time.monotonic() + rng.uniform(0.5, 2.5)
+    next_kill = time.monotonic() + rng.uniform(0.3, 1.5)
     while any(p.poll() is None for p in procs):
         if time.monotonic() > deadline:
             for p in procs:
@@ -149,7 +149,7 @@ def soak(backend: str, url: str, workers: int, trials: int, kills: int, epochs: 
                 done_kills += 1
                 procs.append(start_worker(d, next_index, log))  # a replacement, so the study finishes
                 next_index += 1
-            next_kill = time.monotonic() + rng.uniform(0.5, 2.5)
+            next_kill = time.monotonic() + rng.uniform(0.3, 1.5)
         time.sleep(0.1)
     wall = time.monotonic() - started
     log.close()
