@@ -27,7 +27,7 @@ defaults:
   expand: [1, 2]
   width: [0.5, 1.0]
 """
-TRIALS = 3
+TRIALS = 2
 STUDY = "ctrlc"
 
 
@@ -36,7 +36,7 @@ def command(tmp_path, workers: int) -> list[str]:
     space.write_text(SPACE_YAML)
     # Several epochs per trial, so the interrupt lands inside a trial's training.
     return [sys.executable, "-m", "nas", "search", "--space", str(space), "--dataset", "synthetic:240:4:16",
-            "--trials", str(TRIALS), "--epochs", "20", "--subset", "160", "--val-size", "40", "--threads", "1",
+            "--trials", str(TRIALS), "--epochs", "12", "--subset", "160", "--val-size", "40", "--threads", "1",
             "--early-stop", "none", "--study", STUDY, "--workers", str(workers), "--out", str(tmp_path / "out"),
             "--quiet"]
 
@@ -66,7 +66,7 @@ def test_ctrl_c_mid_trial_fails_the_trial_cleanly_and_the_command_resumes(tmp_pa
             break
         time.sleep(0.05)
     assert proc.poll() is None, f"the search ended before a trial ran: {proc.communicate()[1][-2000:]}"
-    time.sleep(0.3)  # inside the trial's training
+    time.sleep(0.2)  # inside the trial's training
     os.kill(proc.pid, signal.SIGINT)
     sent = time.monotonic()
     try:
