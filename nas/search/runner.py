@@ -57,6 +57,7 @@ from .early_stop import MOASHA
 from .objectives import MnasReward, V2Reward, format_quantity, reward_from_dict
 from .results import LOG_FILE, SearchSummary, summarize, trial_reason, write_outputs
 from .settings import Resolved, SearchSettings, resolve_settings, settings_for_budget
+from .stale import StaleTrials
 from .study import (counted_trials, create_or_load_study, enqueue, open_storage, resolve_enqueue,
                     study_info)
 from .trial import ARCH_ATTR, SURPLUS_ATTR, Objective, SurplusTrial, TrialContext
@@ -306,10 +307,9 @@ def _run_trials(study: optuna.Study, ctx: TrialContext, r: Resolved, progress: _
 
     ctx.on_epoch, ctx.on_start = progress.on_epoch, progress.on_start
     trials = r.settings.trials
+    fail_stale = StaleTrials()
     while True:
-        with warnings.catch_warnings():  # experimental since Optuna 2.9, and the API we need
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        fail_stale(study)  # dead workers' trials, those killed before their first heartbeat too
         done, running = counted_trials(study)
         if done >= trials:
             return "done"
