@@ -57,7 +57,11 @@ def running_trial(url: str):
 def test_ctrl_c_mid_trial_fails_the_trial_cleanly_and_the_command_resumes(tmp_path, workers):
     cmd = command(tmp_path, workers)
     env = {**os.environ, "EFFNAS_HEARTBEAT_INTERVAL": "1", "EFFNAS_GRACE_PERIOD": "3"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A shell without job control starts background jobs with SIGINT ignored, and Python then
+    # never turns it into KeyboardInterrupt: give the child the default disposition, as a
+    # terminal would, so the test does not depend on how CI was started.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     url = storage_url(tmp_path)
     db = tmp_path / "out" / "runs" / STUDY / "study.db"
     deadline = time.monotonic() + 90
