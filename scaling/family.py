@@ -36,6 +36,7 @@ __all__ = [
     "to_markdown",
     "comparison_markdown",
     "write_family",
+    "run_listed",
     "train_listed",
     "train_family",
     "TrainedFamily",
@@ -331,6 +332,52 @@ def _space_doc_text(header: str, name: str, description: str, base: Arch,
     return f"# written by `{header}`\n" + yaml.safe_dump(doc, sort_keys=False, width=4096)
 
 
+def run_listed(path: Path, text: str, settings: Sequence[Any], refused: str, *,
+               progress: bool = True) -> tuple[list[Any], list[Path]]:
+    """Run ``nas search`` (`nas.search.run_search`) with each of ``settings`` on the listed
+    space ``text`` kept at ``path``: written there atomically when missing, else checked to be
+    the same (a different one is `ScalingError` ``refused``, so a study never mixes two
+    candidate lists). A `UserError` before the first study ran anything (a dataset that does
+    not load, a study made with other settings) leaves the folder as it was. Returns the
+    studies' summaries and the files written."""
+    import dataclasses as _dc
+
+    from nas.atomic import atomic_write
+    from nas.search.runner import run_search
+    from space.errors import UserError
+
+    run_dir = path.parent
+    written: list[Path] = []
+    if path.exists():
+        try:
+            old = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{path} cannot be read ({err}); remove it or pass another --study") from None
+        if old != text:
+            raise ScalingError(refused)
+        created = False
+    else:
+        fresh = [d for d in (run_dir, *run_dir.parents) if not d.exists()]  # deepest first
+        with atomic_write(path, "w") as f:
+            f.write(text)
+        created = True
+        written.append(path)
+    summaries = []
+    for i, s in enumerate(settings):
+        try:
+            summaries.append(run_search(_dc.replace(s, space=str(path)), progress=progress))
+        except UserError:
+            if i == 0 and created and {p.name for p in run_dir.iterdir()} <= {path.name}:
+                path.unlink(missing_ok=True)
+                for folder in fresh:  # the folders this call made, if still empty
+                    try:
+                        folder.rmdir()
+                    except OSError:
+                        break
+            raise
+    return summaries, written
+
+
 def train_listed(candidates: "dict[str, Arch]", base: Arch, dataset: str, *, study: str,
                  space_file: str, space_name: str, description: str, command: str,
                  seeds: int = 1, out: str | Path = ".", storage: str | None = None, workers: int = 1,
@@ -360,11 +407,8 @@ def train_listed(candidates: "dict[str, Arch]", base: Arch, dataset: str, *, stu
     import yaml
     from optuna.trial import TrialState
 
-    from nas.atomic import atomic_write
-    from nas.search.runner import run_search
     from nas.search.settings import BUDGETS, SearchSettings, resolve_settings
     from nas.search.study import open_storage, study_info
-    from space.errors import UserError
     from space.listed import CANDIDATE_PARAM, ListedSpace
 
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
@@ -382,37 +426,10 @@ def train_listed(candidates: "dict[str, Arch]", base: Arch, dataset: str, *, stu
     per_seed = [_dc.replace(first, seed=s, study=seed_study_name(study, s)) for s in range(seeds)]
     resolved = [resolve_settings(s) for s in per_seed]  # every flag checked before writing
     run_dir = resolved[0].run_dir
+    refused = (f"study {study} in {run_dir} holds other candidates ({space_file} differs: other --arch, "
+               f"coefficients, --phi or targets); pass the same flags to resume it, or another --study")
     path = run_dir / space_file
-    written: list[Path] = []
-    if path.exists():
-        try:
-            old = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise UserError(f"{path} cannot be read ({err}); remove it or pass another --study") from None
-        if old != text:
-            raise ScalingError(f"study {study} in {run_dir} holds other candidates ({space_file} differs: "
-                               f"other --arch, coefficients, --phi or targets); pass the same flags to resume "
-                               f"it, or another --study")
-        created = False
-    else:
-        fresh = [d for d in (run_dir, *run_dir.parents) if not d.exists()]
-        with atomic_write(path, "w") as f:
-            f.write(text)
-        created = True
-        written.append(path)
-    summaries = []
-    for i, s in enumerate(per_seed):
-        try:
-            summaries.append(run_search(_dc.replace(s, space=str(path)), progress=progress))
-        except UserError:
-            if i == 0 and created and {p.name for p in run_dir.iterdir()} <= {space_file}:
-                path.unlink(missing_ok=True)
-                for folder in fresh:
-                    try:
-                        folder.rmdir()
-                    except OSError:
-                        break
-            raise
+    summaries, written = run_listed(path, text, per_seed, refused, progress=progress)
     outcomes: dict[str, list[Outcome]] = {label: [] for label in candidates}
     num_classes = None
     level = optuna.logging.get_verbosity()

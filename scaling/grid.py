@@ -218,11 +218,10 @@ def run_grid(arch: Arch | str, dataset: str, *, step: float = 0.05,
     """
     import yaml
 
-    from nas.atomic import atomic_write
-    from nas.search.runner import run_search
     from nas.search.settings import BUDGETS, SearchSettings, resolve_settings
-    from space.errors import UserError
     from space.listed import ListedSpace
+
+    from .family import run_listed
 
     base, base_name = _resolve_base(arch, name)
     points = grid_points(base, step=step, tolerance=tolerance, max_coefficient=max_coefficient)
@@ -247,37 +246,9 @@ def run_grid(arch: Arch | str, dataset: str, *, step: float = 0.05,
         val_size=val_size, recipe=recipe, seed=seed, split_seed=split_seed, early_stop=early_stop,
         num_threads=num_threads, device=device, max_failures=max_failures)
     r = resolve_settings(settings)  # every flag checked before anything is written
-    path = r.run_dir / SPACE_FILE
-    written: list[Path] = []
-    if path.exists():
-        try:
-            old = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise UserError(f"{path} cannot be read ({err}); remove it or pass another --study") from None
-        if old != text:
-            raise ScalingError(
-                f"study {r.study_name} in {r.run_dir} holds another grid (other --arch, --step, --tolerance "
-                f"or --max-coefficient); pass the same flags to resume it, or another --study")
-        created = False
-    else:
-        fresh = [d for d in (r.run_dir, *r.run_dir.parents) if not d.exists()]  # deepest first
-        with atomic_write(path, "w") as f:
-            f.write(text)
-        created = True
-        written.append(path)
-    try:
-        summary = run_search(dataclasses.replace(settings, space=str(path)), progress=progress)
-    except UserError:
-        # Refused before any trial (a dataset that does not load, a study made with other
-        # settings): leave the folder as it was.
-        if created and {p.name for p in r.run_dir.iterdir()} <= {SPACE_FILE}:
-            path.unlink(missing_ok=True)
-            for folder in fresh:  # the folders this call made, if still empty
-                try:
-                    folder.rmdir()
-                except OSError:
-                    break
-        raise
+    refused = (f"study {r.study_name} in {r.run_dir} holds another grid (other --arch, --step, --tolerance "
+               f"or --max-coefficient); pass the same flags to resume it, or another --study")
+    (summary,), written = run_listed(r.run_dir / SPACE_FILE, text, [settings], refused, progress=progress)
     result = _collect(r, points, labels, members, base, summary)
     result.files = written + _write_outputs(result, dataset=str(dataset), epochs=settings.epochs)
     return result
