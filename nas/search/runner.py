@@ -58,6 +58,7 @@ from .objectives import MnasReward, V2Reward, format_quantity, reward_from_dict
 from .results import LOG_FILE, SearchSummary, summarize, trial_reason, write_outputs
 from .settings import Resolved, SearchSettings, resolve_settings, settings_for_budget
 from .stale import StaleTrials
+from .trial_states import atomic_state_changes
 from .study import (counted_trials, create_or_load_study, enqueue, open_storage, resolve_enqueue,
                     study_info)
 from .trial import ARCH_ATTR, SURPLUS_ATTR, Objective, SurplusTrial, TrialContext
@@ -334,7 +335,7 @@ def _worker(settings_dict: dict, index: int, deadline_wall: float | None) -> Non
             d[key] = tuple(d[key])
     settings = SearchSettings(**d)
     p = _prepare(settings)
-    storage = open_storage(p.r.storage_url)
+    storage = atomic_state_changes(open_storage(p.r.storage_url))
     with _quiet_optuna():
         study, _ = create_or_load_study(p.r, {}, storage=storage, seed_offset=1000 * (index + 1))
     info = study_info(study)
@@ -437,7 +438,7 @@ def run_search(settings: SearchSettings, progress: bool = True) -> SearchSummary
     started = time.monotonic()
     p = _prepare(settings)
     r, s = p.r, p.r.settings  # the checked settings: the grid sampler caps trials
-    storage = open_storage(r.storage_url)
+    storage = atomic_state_changes(open_storage(r.storage_url))
     with _quiet_optuna():
         study, created = create_or_load_study(r, lambda: _study_info(p), storage=storage)
         info = study_info(study)
