@@ -1,7 +1,16 @@
-"""Checkpoints of `nas.train.train`: refusing a checkpoint of another run, and re-running a
-finished run without redoing its work."""
+"""Checkpoints of `nas.train.train`: refusing a checkpoint of another run, re-running a
+finished run without redoing its work, and a `nas train` killed with SIGKILL resuming from
+its last checkpoint to the result of an uninterrupted run."""
 
 from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -217,3 +226,74 @@ def test_a_resumed_run_says_where_it_resumes(arch, tmp_path, capsys):
     assert "already finished" not in err
     train(arch, _splits(), Budget(epochs=3), FAST, checkpoint=ckpt, progress=False)
     assert capsys.readouterr().err == ""  # quiet without progress
+
+
+# --- a killed `nas train` ------------------------------------------------------------------
+
+# Without dropout and drop path a deterministic CPU run is exact; the in-process resume test
+# in test_train.py covers their random draws, RMSProp and EMA.
+CLI_ARCH = "net_r16_silu-stem_c8_s1-mb_k3_s2_e2_c16_l1_se0.25-fmb_k3_s2_e2_c24_l2-head_c32"
+TIMING = ("seconds", "images_per_s", "eval_seconds")  # of the machine, not of the training
+
+
+def _nas_train(out, epochs: int) -> list[str]:
+    return [sys.executable, "-m", "nas", "train", "--arch", CLI_ARCH, "--dataset", "synthetic:400:4:16",
+            "--val-size", "80", "--epochs", str(epochs), "--threads", "1", "--out", str(out)]
+
+
+def _env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+
+
+def _without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
+
+
+def test_a_killed_nas_train_resumes_from_its_checkpoint_to_the_uninterrupted_result(tmp_path):
+    """`nas train` for E epochs, against the same command SIGKILLed once its checkpoint holds
+    epoch 2 and run again: the second run resumes at the killed run's last epoch (it says
+    so, and trains only the rest) and ends with the same history, accuracy and weights."""
+    epochs, root = 30, Path(__file__).resolve().parents[1]
+    straight = subprocess.run(_nas_train(tmp_path / "a", epochs), cwd=root, env=_env(), capture_output=True,
+                              text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+
+    out = tmp_path / "b"
+    proc = subprocess.Popen(_nas_train(out, epochs), cwd=root, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (out / "checkpoint.pt").exists() and torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] >= 2:
+                break
+            time.sleep(0.005)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "nas train finished before it was killed"
+    killed_at = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    assert 2 <= killed_at < epochs and not (out / "metrics.json").exists()
+
+    again = subprocess.run(_nas_train(out, epochs), cwd=root, env=_env(), capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.splitlines()[0] == f"resuming from epoch {killed_at} of {epochs}"
+    assert f"epoch {killed_at}:" not in again.stderr and f"epoch {killed_at + 1}:" in again.stderr
+
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((out / "metrics.json").read_text())
+    assert b["result"]["resumed_epoch"] == killed_at and a["result"]["resumed_epoch"] == 0
+    assert len(b["history"]) == epochs
+    assert _without_timing(b["history"]) == _without_timing(a["history"])
+    for key in ("val_acc", "val_acc_se", "best_val_acc", "images_seen", "epochs"):
+        assert b[key] == a[key], key
+    assert json.loads(again.stdout)["val_acc"] == json.loads(straight.stdout)["val_acc"]
+    sa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    sb = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert sa["model"].keys() == sb["model"].keys()
+    for name, tensor in sa["model"].items():
+        assert torch.equal(tensor, sb["model"][name]), name  # bit for bit
+    for i, st in sa["optimizer"]["state"].items():
+        assert all(torch.equal(v, sb["optimizer"]["state"][i][k]) for k, v in st.items() if torch.is_tensor(v))
+    assert (sa["step"], sa["images_seen"]) == (sb["step"], sb["images_seen"])
