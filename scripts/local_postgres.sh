@@ -91,6 +91,9 @@ port_busy() {
     python3 - "$1" <<'EOF'
 import socket, sys
 s = socket.socket()
+# As the server binds: a port whose last connections are in TIME_WAIT is free to it, and a
+# restart must keep its port (and so its URL) for the clients waiting on it.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:

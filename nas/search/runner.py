@@ -54,10 +54,12 @@ from space.errors import UserError
 
 from .budgets import candidate_costs, largest_reachable, smallest_reachable
 from .early_stop import MOASHA
+from .outage import Outage, StorageUnreachable, is_unreachable, keep_beating
 from .objectives import MnasReward, V2Reward, format_quantity, reward_from_dict
 from .results import LOG_FILE, SearchSummary, summarize, trial_reason, write_outputs
 from .settings import Resolved, SearchSettings, resolve_settings, settings_for_budget
 from .stale import StaleTrials
+from .storage_url import redact
 from .trial_states import atomic_state_changes
 from .study import (counted_trials, create_or_load_study, enqueue, open_storage, resolve_enqueue,
                     study_info)
@@ -248,9 +250,15 @@ class _Progress:
             self.refresh_best()
 
     def sync(self) -> None:
-        """For the parent of workers: read the count from the storage."""
+        """For the parent of workers: read the count from the storage (its workers wait
+        out an outage; the bar just stands still)."""
         if self.bar is not None:
-            done, running = counted_trials(self.study)
+            try:
+                done, running = counted_trials(self.study)
+            except Exception as err:  # noqa: BLE001
+                if not is_unreachable(err):
+                    raise
+                return
             self.status = f"{running} running"
             self.bar.n = min(done, self.r.settings.trials)
             self.refresh_best()
@@ -309,9 +317,17 @@ def _run_trials(study: optuna.Study, ctx: TrialContext, r: Resolved, progress: _
     ctx.on_epoch, ctx.on_start = progress.on_epoch, progress.on_start
     trials = r.settings.trials
     fail_stale = StaleTrials()
+    outage = Outage(r.storage_url)
     while True:
-        fail_stale(study)  # dead workers' trials, those killed before their first heartbeat too
-        done, running = counted_trials(study)
+        try:
+            fail_stale(study)  # dead workers' trials, those killed before their first heartbeat too
+            done, running = counted_trials(study)
+        except Exception as err:  # noqa: BLE001 - only an unreachable storage is waited out
+            if not is_unreachable(err):
+                raise
+            outage.wait(err)
+            continue
+        outage.ok()
         if done >= trials:
             return "done"
         if deadline is not None and time.monotonic() >= deadline:
@@ -324,7 +340,14 @@ def _run_trials(study: optuna.Study, ctx: TrialContext, r: Resolved, progress: _
             # Other workers' trials may fill the count; wait for them (or for them to go stale).
             time.sleep(_WAIT_POLL)
             continue
-        study.optimize(objective, n_trials=1, catch=(TrainingFailed, SurplusTrial), callbacks=[after])
+        try:
+            study.optimize(objective, n_trials=1, catch=(TrainingFailed, SurplusTrial), callbacks=[after])
+        except Exception as err:  # noqa: BLE001
+            # The trial in flight is lost with the connection; once the storage is back it
+            # is stale (no heartbeat), failed and queued again by the check above.
+            if not is_unreachable(err):
+                raise
+            outage.wait(err)
 
 
 def _worker(settings_dict: dict, index: int, deadline_wall: float | None) -> None:
@@ -335,7 +358,7 @@ def _worker(settings_dict: dict, index: int, deadline_wall: float | None) -> Non
             d[key] = tuple(d[key])
     settings = SearchSettings(**d)
     p = _prepare(settings)
-    storage = atomic_state_changes(open_storage(p.r.storage_url))
+    storage = keep_beating(atomic_state_changes(open_storage(p.r.storage_url)))
     with _quiet_optuna():
         study, _ = create_or_load_study(p.r, {}, storage=storage, seed_offset=1000 * (index + 1))
     info = study_info(study)
@@ -438,7 +461,7 @@ def run_search(settings: SearchSettings, progress: bool = True) -> SearchSummary
     started = time.monotonic()
     p = _prepare(settings)
     r, s = p.r, p.r.settings  # the checked settings: the grid sampler caps trials
-    storage = atomic_state_changes(open_storage(r.storage_url))
+    storage = keep_beating(atomic_state_changes(open_storage(r.storage_url)))
     with _quiet_optuna():
         study, created = create_or_load_study(r, lambda: _study_info(p), storage=storage)
         info = study_info(study)
@@ -465,5 +488,12 @@ def run_search(settings: SearchSettings, progress: bool = True) -> SearchSummary
             pass
         raise
     bar.close()
-    return write_outputs(study, r.out)
+    try:
+        return write_outputs(study, r.out)
+    except Exception as err:  # noqa: BLE001
+        if not is_unreachable(err):
+            raise
+        raise StorageUnreachable(f"the storage {redact(r.storage_url)} does not answer, so the outputs were not "
+                                 "written; the finished trials are kept in it: run the same command again once "
+                                 "it is back") from None
 
