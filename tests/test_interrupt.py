@@ -104,3 +104,56 @@ def test_ctrl_c_mid_trial_fails_the_trial_cleanly_and_the_command_resumes(tmp_pa
     json.loads((run / "baseline.json").read_text())
     with open(run / "trials.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) >= TRIALS
+
+
+GRID_STUDY = "ctrlc-grid"
+
+
+def test_ctrl_c_on_scaling_grid_fails_the_point_cleanly_and_the_command_resumes(tmp_path):
+    # Values 1.0, 1.2, 1.4 and |a * b^2 * g^2 - 2| <= 0.05: four points
+    cmd = [sys.executable, "-m", "scaling", "grid", "--arch", BASE, "--step", "0.2", "--max-coefficient", "1.4",
+           "--tolerance", "0.05", "--dataset", "synthetic:240:4:16", "--epochs", "12", "--subset", "160",
+           "--val-size", "40", "--threads", "1", "--study", GRID_STUDY, "--out", str(tmp_path / "out"), "--quiet"]
+    env = {**os.environ, "EFFNAS_HEARTBEAT_INTERVAL": "1", "EFFNAS_GRACE_PERIOD": "3"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    run = tmp_path / "out" / "runs" / GRID_STUDY
+    url = f"sqlite:///{run / 'study.db'}"
+
+    def running():
+        try:
+            study = optuna.load_study(study_name=GRID_STUDY, storage=url)
+        except Exception:  # noqa: BLE001 - not created yet
+            return None
+        return next((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING), None)
+
+    deadline = time.monotonic() + 90
+    while proc.poll() is None and time.monotonic() < deadline:
+        if (run / "study.db").exists() and running() is not None:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"scaling grid ended before a point trained: {proc.communicate()[1][-2000:]}"
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("scaling grid did not exit within 30 s of SIGINT")
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    study = optuna.load_study(study_name=GRID_STUDY, storage=url)
+    trials = study.get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert any(t.state == TrialState.FAIL for t in trials)
+    assert not (run / "coefficients.json").exists()  # no choice from an unfinished grid
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
+
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4  # every point once: the interrupted one again, no other twice
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 4
+    chosen = json.loads((run / "coefficients.json").read_text())
+    assert {"alpha", "beta", "gamma"} <= set(chosen)
