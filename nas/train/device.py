@@ -35,12 +35,30 @@ def is_oom(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(t in str(err) for t in _OOM_TEXT)
 
 
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def resolve_device(name: str | None) -> torch.device:
+    """The torch device for ``name`` (None: CUDA when available, else the CPU). A name
+    torch does not know, a device type other than cpu / cuda / mps, or a device this
+    machine does not have is a `UserError` naming ``--device``."""
     if name is None:
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but CUDA is not available")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"--device {name!r} is not a device name; use cpu, cuda or cuda:N") from None
+    if dev.type not in _DEVICE_TYPES:
+        raise UserError(f"--device {name!r}: training runs on cpu, cuda or cuda:N, not {dev.type}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"--device {name!r}: this machine has {count} CUDA device"
+                            f"{'s' if count != 1 else ''} (cuda:0 to cuda:{count - 1})")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError(f"--device {name!r}: MPS is not available on this machine; use --device cpu")
     return dev
 
 
