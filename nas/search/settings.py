@@ -250,6 +250,27 @@ def _space(value: Any):
     return SearchSpace.load(value if isinstance(value, str) else Path(value))
 
 
+def _check_sqlite_file(url: str) -> None:
+    """A ``--storage sqlite:///PATH`` whose file cannot be made is refused now, not after the
+    data is loaded: PATH a folder, or its folder missing along with the folder above it (a
+    mistyped path; one new folder is made, as for the default ``runs/<study>/``)."""
+    if not url.startswith("sqlite:///"):
+        return
+    rest = url[len("sqlite:///"):].split("?", 1)[0]
+    if rest in ("", ":memory:") or rest.startswith("file:"):
+        return
+    path = Path(rest)
+    if path.is_dir():
+        raise UserError(f"--storage {url}: {path} is a folder; name a database file in it, such as {path / 'study.db'}")
+    folder = path.parent
+    for parent in (folder, folder.parent):
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"--storage {url}: {parent} is a file, so the database cannot go there")
+    if not folder.exists() and not folder.parent.is_dir():
+        raise UserError(f"--storage {url}: the folder {folder} does not exist; create it, or name a "
+                        "database file in an existing folder")
+
+
 def resolve_settings(s: SearchSettings) -> Resolved:
     """Check every setting of ``s`` (no data is loaded, nothing is written) and fill in the
     defaults; raises `UserError` naming the flag of the first mistake."""
@@ -297,8 +318,12 @@ def resolve_settings(s: SearchSettings) -> Resolved:
         _int("num_threads", s.num_threads, 1)
     if s.max_failures is not None:
         _int("max_failures", s.max_failures, 1)
-    if s.device is not None and (not isinstance(s.device, str) or not s.device.strip()):
-        raise UserError(f"--device must be a device name such as cpu or cuda:0, got {s.device!r}")
+    if s.device is not None:
+        if not isinstance(s.device, str) or not s.device.strip():
+            raise UserError(f"--device must be a device name such as cpu or cuda:0, got {s.device!r}")
+        from ..train.device import resolve_device
+
+        resolve_device(s.device)  # a device this machine lacks is refused before any data loads
     if isinstance(s.enqueue, str) or not all(isinstance(e, str) and e.strip() for e in s.enqueue):
         raise UserError(f"--enqueue takes preset names, arch strings or files, got {s.enqueue!r}")
     if not isinstance(s.train_overrides, Mapping):
@@ -397,6 +422,7 @@ def resolve_settings(s: SearchSettings) -> Resolved:
                         f"postgresql+psycopg://user@host/db, got {redact(s.storage)!r}")
     else:
         storage_url = s.storage
+        _check_sqlite_file(storage_url)
     max_failures = s.max_failures if s.max_failures is not None else trials
     return Resolved(settings=s, space=space, mode=s.mode, costs=costs,
                     reward_kind=s.reward if s.mode == "reward" else None, target=target, budgets=budgets,
