@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
@@ -45,7 +46,10 @@ def _positive(kind: type, name: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {text!r}") from None
+            whole = "whole " if kind is int else ""
+            raise argparse.ArgumentTypeError(f"{name} must be a {whole}number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {text}")
         if value <= 0:
             raise argparse.ArgumentTypeError(f"{name} must be positive, got {text}")
         return value
@@ -53,7 +57,10 @@ def _positive(kind: type, name: str):
 
 
 def _check_out(out: Path) -> None:
-    """Refuse an output path that cannot be a run folder, before any work is done."""
+    """Refuse an output path that cannot be a run folder, before any work is done. A folder
+    that does not exist yet is made and removed again here, so that a path no one can
+    create (under a read-only or virtual file system, say) is refused now rather than after
+    the first epoch."""
     for parent in (out, *out.parents):
         if parent.exists():
             if not parent.is_dir():
@@ -61,7 +68,21 @@ def _check_out(out: Path) -> None:
                 raise UserError(f"--out {out} cannot be a run folder{where}: pass a folder path")
             if not os.access(parent, os.W_OK):
                 raise UserError(f"--out {out}: {parent} is not writable; pass another folder")
-            return
+            break
+    made = []
+    try:
+        for folder in reversed((out, *out.parents)):
+            if not folder.exists():
+                folder.mkdir()
+                made.append(folder)
+    except OSError as err:
+        raise UserError(f"--out {out} cannot be created ({err.strerror or err}); pass another folder") from None
+    finally:
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
 
 
 def _arch_record(arch, splits) -> dict:
@@ -213,12 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate each image and its mirror image and average the logits")
     t.add_argument("--threads", type=_positive(int, "--threads"), default=None,
                    help="CPU threads (default: torch's choice)")
-    t.add_argument("--resolution", type=int, default=None, help="train at this input side instead of the arch's")
+    t.add_argument("--resolution", type=_positive(int, "--resolution"), default=None,
+                   help="train at this input side instead of the arch's")
     t.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if available)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
-    t.add_argument("--seed", type=int, default=0,
+    t.add_argument("--seed", type=_non_negative_int("--seed"), default=0,
                    help="training seed: initialisation, data order, augmentation (default 0)")
-    t.add_argument("--split-seed", type=int, default=0,
+    t.add_argument("--split-seed", type=_non_negative_int("--split-seed"), default=0,
                    help="seed of the subset and validation draws, kept apart from --seed so runs "
                         "with different training seeds are measured on the same images (default 0)")
     t.add_argument("--test", action="store_true", help="also evaluate on the test split (final report only)")
