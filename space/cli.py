@@ -83,6 +83,8 @@ def _print_info(arch: Arch, c: Cost, name: str | None) -> None:
 def _cmd_info(args: argparse.Namespace) -> int:
     if args.num_classes is not None and args.num_classes < 1:
         raise UserError(f"--num-classes must be at least 1, got {args.num_classes}")
+    if args.resolution is not None and args.resolution < 1:
+        raise UserError(f"--resolution must be at least 1 pixel, got {args.resolution}")
     found = resolve(args.arch)
     arch = found.arch
     if args.resolution is not None:
@@ -103,6 +105,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise UserError(f"-n must be at least 1, got {args.n}")
+    if args.num_classes < 1:
+        raise UserError(f"--num-classes must be at least 1, got {args.num_classes}")
+    if args.seed is not None and args.seed < 0:
+        raise UserError(f"--seed must be a whole number >= 0, got {args.seed}")
     space = SearchSpace.load(args.space)
     import numpy as np
 
