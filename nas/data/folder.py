@@ -102,6 +102,7 @@ def load_image_folder(path: Path, split: str, base: Path) -> ImageData:
     entries = _list_images(split_dir, classes)
     if not entries:
         raise DataError(f"{split_dir} contains no image files ({', '.join(sorted(_IMAGE_EXTENSIONS))})")
+    _check_classes(path, split, classes, entries)
     cache = _cache_path(path, split, classes, entries, base)
     name = f"{path.resolve().name}:{split}"
     cached = _read_cache(cache, classes)
@@ -117,6 +118,21 @@ def load_image_folder(path: Path, split: str, base: Path) -> ImageData:
     for note in notes:
         warnings.warn(note, stacklevel=3)
     return ImageData(torch.from_numpy(images), torch.from_numpy(labels), classes, name=name, skipped=skipped)
+
+
+def _check_classes(path: Path, split: str, classes: tuple[str, ...], entries: list) -> None:
+    """Refuse a training split without an image of some class (a class folder of train/ or
+    test/: the two share the class indices), which no model could learn. A test split
+    without some class is allowed: its accuracy leaves the class out."""
+    counts = Counter(label for *_, label in entries)
+    empty = [name for label, name in enumerate(classes) if counts[label] == 0]
+    if empty and split == "train":
+        shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+        union = (", the class folders of train/ and test/ together"
+                 if any(not (path / split / name).is_dir() for name in empty) else "")
+        raise DataError(f"{path / split} has no image of class{'es' if len(empty) > 1 else ''} {shown} "
+                        f"({len(empty)} of the {len(classes)} classes{union}); give every class training "
+                        "images, or remove its folders")
 
 
 def _say(message: str) -> None:

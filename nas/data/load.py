@@ -173,8 +173,13 @@ def make_splits(
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if val_size is not None and (isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0):
         raise DataError(f"val_size must be a whole number of images >= 0, got {val_size!r}")
+    if with_test:
+        _check_test_folder(name_or_path)  # before decoding the training images, not after
     full = load_dataset(name_or_path, root=root, download=download, split="train")
     base = full.name.rsplit(":", 1)[0] if full.name.endswith(":train") else full.name
+    if len(full.classes) < 2:
+        raise DataError(f"{name_or_path} has one class ({full.classes[0]}) and a classifier needs at least 2; "
+                        "give a dataset with two or more class folders")
     n = len(full)
     if val_size is None:
         val_size = int(round(val_fraction * n)) if val_fraction is not None else default_val_size(n)
@@ -221,6 +226,17 @@ def make_splits(
             raise DataError(f"the test split of {base} has other classes than its training split")
     info = SplitsInfo(dataset=name_or_path, split_seed=split_seed, val_size=len(val), subset=subset)
     return Splits(train=train, val=val, test=test, info=info)
+
+
+def _check_test_folder(name_or_path: str) -> None:
+    """An image folder asked for its test split must have one."""
+    key = name_or_path.strip().lower()
+    if key in CIFAR_ALIASES or key == "synthetic" or key.startswith("synthetic:"):
+        return
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and (path / "train").is_dir() and not (path / "test").is_dir():
+        raise DataError(f"{path / 'test'} does not exist: an image folder needs test/<class>/<image> files "
+                        "for the test split (or leave out --test)")
 
 
 def _images(n: int) -> str:

@@ -53,4 +53,6 @@ def parse_synthetic(name: str) -> tuple[int, int, int]:
     n, num_classes, size = values
     if n < 1 or num_classes < 1 or size < 1:
         raise DataError(f"bad synthetic dataset name {name!r}: N, classes and size must be at least 1")
+    if num_classes < 2:
+        raise DataError(f"bad synthetic dataset name {name!r}: a classifier needs at least 2 classes")
     return n, num_classes, size
