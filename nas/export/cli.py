@@ -49,6 +49,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if out.is_dir():
         example = out / ("model.onnx" if fmt == "onnx" else "model.pt")
         raise UserError(f"--out {out} is a folder; give a file path such as {example}")
+    for parent in out.parents:  # the nearest existing folder above --out must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {out}: {parent} is a file, so nothing can be written under it; "
+                                "give another path")
+            break
     if fmt == "onnx":
         from .export import require_onnx_tools
 
