@@ -227,6 +227,8 @@ class SearchSpace:
             raise SpaceError(
                 f"search space must be a shipped name or a file path, got {name_or_path!r}"
             )
+        if not str(name_or_path).strip():
+            raise SpaceError("search space must be a shipped name or a file path, got ''")
         path = Path(name_or_path)
         if path.suffix.lower() not in _SUFFIXES:
             if not path.exists() and len(path.parts) == 1:
