@@ -262,6 +262,14 @@ def _check_sqlite_file(url: str) -> None:
     path = Path(rest)
     if path.is_dir():
         raise UserError(f"--storage {url}: {path} is a folder; name a database file in it, such as {path / 'study.db'}")
+    if path.is_file():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError as err:
+            raise UserError(f"--storage {url}: {path} cannot be read ({err.strerror or err})") from None
+        if head and head != b"SQLite format 3\x00":
+            raise UserError(f"--storage {url}: {path} is not a SQLite database; name a new file or a study.db")
     folder = path.parent
     for parent in (folder, folder.parent):
         if parent.exists() and not parent.is_dir():
