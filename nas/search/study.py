@@ -41,13 +41,14 @@ from optuna.trial import TrialState
 
 from space.errors import UserError
 
+from .seeding import HistorySeededSampler
 from .settings import Resolved
 from .storage_url import redact, scrub
 
 __all__ = ["STUDY_ATTR", "IDENTITY_ATTR", "HEARTBEAT_INTERVAL", "GRACE_PERIOD", "MAX_RETRY",
-           "heartbeat_settings", "open_storage", "make_sampler", "make_pruner", "identity", "create_or_load_study",
-           "load_existing_study", "resolve_enqueue", "enqueue", "counted_trials", "is_counted",
-           "study_info", "space_identity"]
+           "heartbeat_settings", "open_storage", "make_sampler", "history_seeded_sampler", "make_pruner",
+           "identity", "create_or_load_study", "load_existing_study", "resolve_enqueue", "enqueue",
+           "counted_trials", "is_counted", "study_info", "space_identity"]
 
 STUDY_ATTR = "search"
 IDENTITY_ATTR = "search_identity"
@@ -199,6 +200,19 @@ def make_sampler(name: str, *, multi_objective: bool, seed: int, trials: int,
     raise UserError(f"--sampler must be one of tpe, nsga2, random, grid, got {name!r}")
 
 
+def history_seeded_sampler(name: str, *, multi_objective: bool, seed: int, trials: int,
+                           search_space: Mapping[str, Any] | None = None, offset: int = 0) -> HistorySeededSampler:
+    """`make_sampler`'s sampler, made afresh for each trial with a seed derived from ``seed``,
+    ``offset`` and how many trials of the study stand for a proposal already made
+    (`nas.search.seeding`): the same seed and history give the same proposal in any process."""
+    # Made once here too, so that a bad name or a grid without dimensions is refused now.
+    make_sampler(name, multi_objective=multi_objective, seed=seed, trials=trials, search_space=search_space)
+    return HistorySeededSampler(
+        lambda derived: make_sampler(name, multi_objective=multi_objective, seed=derived, trials=trials,
+                                     search_space=search_space),
+        seed, offset=offset, max_retry=MAX_RETRY, per_parameter=name != "grid")
+
+
 def make_pruner(early_stop: str, mode: str, *, min_epochs: int, eta: int, epochs: int) -> optuna.pruners.BasePruner:
     """Reward mode's Optuna pruner over the per-epoch reward (``trial.report(value, epoch)``):
     ``asha`` = `SuccessiveHalvingPruner` (rungs at ``min_epochs * eta**k``), ``median`` =
@@ -270,7 +284,10 @@ def create_or_load_study(r: Resolved, info: Mapping[str, Any] | Callable[[], Map
     callable ``info`` returns, stored as `STUDY_ATTR` and `identity` as `IDENTITY_ATTR`) or
     loaded and checked. Returns the study and whether it was created now. A stored study
     with other settings is refused with one sentence naming each differing flag. The
-    sampler's seed is ``seed + trials already in the study + seed_offset``."""
+    sampler is `history_seeded_sampler` with ``seed`` and ``seed_offset``: each trial's
+    proposal depends on them and on the study's history, not on this process, so a resumed
+    one-worker study proposes what an uninterrupted one would (and does not replay its first
+    run's proposals); workers get distinct offsets so that they do not propose alike."""
     storage = storage if storage is not None else open_storage(r.storage_url)
     s = r.settings
     existing = set(optuna.get_all_study_names(storage))
@@ -296,11 +313,8 @@ def create_or_load_study(r: Resolved, info: Mapping[str, Any] | Callable[[], Map
             made = info() if callable(info) else info
             study.set_user_attr(STUDY_ATTR, json.loads(json.dumps(dict(made))))
             study.set_user_attr(IDENTITY_ATTR, ident)
-    trials_so_far = len(study.get_trials(deepcopy=False))
-    # Offset the sampler's seed by the trials already there: a resumed study must not replay
-    # the proposals of its first run (they would all be duplicates).
-    study.sampler = make_sampler(s.sampler, multi_objective=r.mode == "pareto", seed=s.seed + trials_so_far + seed_offset,
-                                 trials=s.trials, search_space=r.space.dimensions())
+    study.sampler = history_seeded_sampler(s.sampler, multi_objective=r.mode == "pareto", seed=s.seed,
+                                           trials=s.trials, search_space=r.space.dimensions(), offset=seed_offset)
     study.pruner = make_pruner(r.early_stop, r.mode, min_epochs=s.min_epochs, eta=s.eta, epochs=s.epochs)
     return study, created
 
