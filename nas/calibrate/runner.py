@@ -90,6 +90,10 @@ def run_calibration(space: Any, dataset: str, samples: int, low: Any, high: Any,
     arguments (`API_NAMES` for `calibrate`, `FLAG_NAMES` for the command). Warnings point
     two calls up, at the caller of `calibrate` or of the command's function."""
     check_counts(names, samples, seeds, recipe, val_size, split_seed, seed, bootstrap, num_threads)
+    if device is not None:
+        from ..train.device import resolve_device
+
+        resolve_device(device)  # a device this machine lacks: refused before --out is written
     fids = {"low": parse_fidelity(low, names["low"]), "high": parse_fidelity(high, names["high"])}
     space = load_space(space)
     archs = draw_architectures(space, samples, seed, name=names["samples"])
