@@ -3,11 +3,11 @@ workers: `SpaceGridSampler`.
 
 Why not `optuna.samplers.GridSampler` itself: it ties grid points to trial numbers and to
 a seeded shuffle (trial k takes the k-th point of the shuffled grid), and it counts a FAILED
-trial's point as visited. Our runner reseeds the sampler on resume (seed + trials already
-there, so other samplers do not replay their proposals) and re-runs failed trials; with
-Optuna's sampler a resumed study would then take points by a different shuffle (evaluating
-some twice and skipping others) and a point whose training failed would never be tried
-again. This sampler decides by the parameter values the study already holds instead:
+trial's point as visited. Our runner re-runs failed trials, and in a resumed study or with
+several workers trial numbers do not line up with the points a shuffle would give them; with
+Optuna's sampler a resumed study would take points by a different shuffle (evaluating some
+twice and skipping others) and a point whose training failed would never be tried again.
+This sampler decides by the parameter values the study already holds instead:
 
 * a point is *done* when a COMPLETE or PRUNED trial has its values, *taken* while a RUNNING
   trial of another process has them;
@@ -19,7 +19,9 @@ again. This sampler decides by the parameter values the study already holds inst
 * enqueued and retried trials keep their fixed parameters.
 
 The grid is the product of every dimension's choices (`GRID_LIMIT` points at most), in the
-order `SearchSpace.dimensions` gives them.
+order `SearchSpace.dimensions` gives them. `nas search` makes this sampler afresh for each
+trial, seeded from the study's history (`nas.search.seeding`), so the random choice among
+free points is the same in a resumed study as in an uninterrupted one.
 """
 
 from __future__ import annotations

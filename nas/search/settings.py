@@ -109,7 +109,8 @@ class SearchSettings:
         val_size: validation images (None: `make_splits`' default, 2,500 but at most a
             fifth of the training split); the same images for every candidate.
         seed: training seed of every candidate (so a duplicate is an exact repeat) and the
-            sampler's seed (offset by the number of trials already in the study).
+            sampler's seed (each proposal depends on it and on the study's history:
+            `nas.search.seeding`).
         split_seed: seed of the validation and subset draws.
         enqueue: architectures to try first: preset names, arch strings, arch JSON files,
             or JSON files holding a list of those; each must be in the space.
