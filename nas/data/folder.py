@@ -35,7 +35,7 @@ from ..atomic import atomic_write
 from .containers import DataError, ImageData
 from .progress import progress
 
-__all__ = ["SPLITS", "load_image_folder"]
+__all__ = ["SPLITS", "class_names", "load_image_folder"]
 
 SPLITS = ("train", "test")
 
@@ -49,7 +49,7 @@ _CHUNK = 500
 _MAX_NAMED = 20  # skipped images named in the warning (all are in ImageData.skipped)
 
 
-def _class_names(path: Path) -> tuple[str, ...]:
+def class_names(path: Path) -> tuple[str, ...]:
     """Sorted union of the class folder names of every split present (shared indices)."""
     names: set[str] = set()
     for split in SPLITS:
@@ -96,7 +96,7 @@ def load_image_folder(path: Path, split: str, base: Path) -> ImageData:
     split_dir = path / split
     if not split_dir.is_dir():
         raise DataError(f"{split_dir} does not exist: an image folder needs {split}/<class>/<image> files")
-    classes = _class_names(path)
+    classes = class_names(path)
     if not classes:
         raise DataError(f"{split_dir} has no class sub-folders: an image folder needs {split}/<class>/<image> files")
     entries = _list_images(split_dir, classes)

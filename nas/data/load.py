@@ -12,7 +12,7 @@ import torch
 
 from .cifar import CIFAR_ALIASES, load_cifar
 from .containers import DataError, ImageData, Splits, SplitsInfo
-from .folder import SPLITS, load_image_folder
+from .folder import SPLITS, class_names, load_image_folder
 from .stratify import stratified_subset
 from .synthetic import parse_synthetic, synthetic
 
@@ -173,8 +173,7 @@ def make_splits(
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if val_size is not None and (isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 0):
         raise DataError(f"val_size must be a whole number of images >= 0, got {val_size!r}")
-    if with_test:
-        _check_test_folder(name_or_path)  # before decoding the training images, not after
+    _check_folder(name_or_path, with_test)  # before decoding the training images, not after
     full = load_dataset(name_or_path, root=root, download=download, split="train")
     base = full.name.rsplit(":", 1)[0] if full.name.endswith(":train") else full.name
     if len(full.classes) < 2:
@@ -228,15 +227,22 @@ def make_splits(
     return Splits(train=train, val=val, test=test, info=info)
 
 
-def _check_test_folder(name_or_path: str) -> None:
-    """An image folder asked for its test split must have one."""
+def _check_folder(name_or_path: str, with_test: bool) -> None:
+    """What can be told of an image folder without decoding it: a test split when one is
+    asked for, and more than one class."""
     key = name_or_path.strip().lower()
     if key in CIFAR_ALIASES or key == "synthetic" or key.startswith("synthetic:"):
         return
     path = Path(name_or_path).expanduser()
-    if path.is_dir() and (path / "train").is_dir() and not (path / "test").is_dir():
+    if not path.is_dir() or not (path / "train").is_dir():
+        return  # load_dataset says what is missing
+    if with_test and not (path / "test").is_dir():
         raise DataError(f"{path / 'test'} does not exist: an image folder needs test/<class>/<image> files "
                         "for the test split (or leave out --test)")
+    classes = class_names(path)
+    if len(classes) == 1:
+        raise DataError(f"{path} has one class folder ({classes[0]}) and a classifier needs at least 2; "
+                        "add train/<class>/ folders of the other classes")
 
 
 def _images(n: int) -> str:
