@@ -56,7 +56,7 @@ def _positive(kind: type, name: str):
     return parse
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, probe: bool = True) -> None:
     """Refuse an output path that cannot be a run folder, before any work is done. A folder
     that does not exist yet is made and removed again here, so that a path no one can
     create (under a read-only or virtual file system, say) is refused now rather than after
@@ -69,11 +69,16 @@ def _check_out(out: Path) -> None:
             if not os.access(parent, os.W_OK):
                 raise UserError(f"--out {out}: {parent} is not writable; pass another folder")
             break
+    if not probe:
+        return
     made = []
     try:
         for folder in reversed((out, *out.parents)):
             if not folder.exists():
-                folder.mkdir()
+                try:
+                    folder.mkdir()
+                except FileExistsError:  # made by another process meanwhile: not ours to remove
+                    continue
                 made.append(folder)
     except OSError as err:
         raise UserError(f"--out {out} cannot be created ({err.strerror or err}); pass another folder") from None
@@ -111,7 +116,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     # Everything is checked before anything is written: a refused run leaves --out as it was.
     out = Path(args.out)
-    _check_out(out)
+    # Under torchrun only rank 0 writes, so only it tries making the folder.
+    _check_out(out, probe=int(os.environ.get("RANK", "0")) == 0)
     arch = resolve_arch(args.arch)
     if args.resolution is not None:
         arch = arch.replace(resolution=args.resolution)
