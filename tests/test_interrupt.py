@@ -6,10 +6,12 @@ goes through it, and re-raises; workers get the parent's SIGINT forwarded and do
 the outputs written so far parse, and the same command resumes to the requested count
 with every trial number unique."""
 
+import contextlib
 import csv
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -36,7 +38,7 @@ def command(tmp_path, workers: int) -> list[str]:
     space.write_text(SPACE_YAML)
     # Several epochs per trial, so the interrupt lands inside a trial's training.
     return [sys.executable, "-m", "nas", "search", "--space", str(space), "--dataset", "synthetic:240:4:16",
-            "--trials", str(TRIALS), "--epochs", "12", "--subset", "160", "--val-size", "40", "--threads", "1",
+            "--trials", str(TRIALS), "--epochs", "40", "--subset", "160", "--val-size", "40", "--threads", "1",
             "--early-stop", "none", "--study", STUDY, "--workers", str(workers), "--out", str(tmp_path / "out"),
             "--quiet"]
 
@@ -45,31 +47,30 @@ def storage_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'out' / 'runs' / STUDY / 'study.db'}"
 
 
-def running_trial(url: str):
+def has_running_trial(db) -> bool:
+    """Whether the study database holds a RUNNING trial, read with plain sqlite3 in read-only
+    mode: opening it through Optuna while the command is still creating it races the
+    command's own schema creation ("UNIQUE constraint failed: alembic_version")."""
+    if not db.exists():
+        return False
     try:
-        study = optuna.load_study(study_name=STUDY, storage=url)
-    except Exception:  # noqa: BLE001 - not created yet
-        return None
-    return next((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING), None)
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+            return con.execute("SELECT COUNT(*) FROM trials WHERE state = 'RUNNING'").fetchone()[0] > 0
+    except sqlite3.Error:  # tables not made yet, or locked a moment
+        return False
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_ctrl_c_mid_trial_fails_the_trial_cleanly_and_the_command_resumes(tmp_path, workers):
-    cmd = command(tmp_path, workers)
-    env = {**os.environ, "EFFNAS_HEARTBEAT_INTERVAL": "1", "EFFNAS_GRACE_PERIOD": "3"}
+def interrupt_mid_trial(cmd, db, env):
+    """Start ``cmd``, SIGINT it once a trial is training; returns (exit code, stderr)."""
     # A shell without job control starts background jobs with SIGINT ignored, and Python then
     # never turns it into KeyboardInterrupt: give the child the default disposition, as a
     # terminal would, so the test does not depend on how CI was started.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    url = storage_url(tmp_path)
-    db = tmp_path / "out" / "runs" / STUDY / "study.db"
     deadline = time.monotonic() + 90
-    while proc.poll() is None and time.monotonic() < deadline:
-        if db.exists() and running_trial(url) is not None:
-            break
+    while proc.poll() is None and time.monotonic() < deadline and not has_running_trial(db):
         time.sleep(0.05)
-    assert proc.poll() is None, f"the search ended before a trial ran: {proc.communicate()[1][-2000:]}"
+    assert proc.poll() is None, f"the command ended before a trial ran: {proc.communicate()[1][-2000:]}"
     time.sleep(0.2)  # inside the trial's training
     os.kill(proc.pid, signal.SIGINT)
     sent = time.monotonic()
@@ -77,9 +78,18 @@ def test_ctrl_c_mid_trial_fails_the_trial_cleanly_and_the_command_resumes(tmp_pa
         _, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError("nas search did not exit within 30 s of SIGINT")
+        raise AssertionError("the command did not exit within 30 s of SIGINT")
     assert time.monotonic() - sent < 30
-    assert proc.returncode == 130, err[-2000:]
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_mid_trial_fails_the_trial_cleanly_and_the_command_resumes(tmp_path, workers):
+    cmd = command(tmp_path, workers)
+    env = {**os.environ, "EFFNAS_HEARTBEAT_INTERVAL": "1", "EFFNAS_GRACE_PERIOD": "3"}
+    url = storage_url(tmp_path)
+    code, err = interrupt_mid_trial(cmd, tmp_path / "out" / "runs" / STUDY / "study.db", env)
+    assert code == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err
 
     study = optuna.load_study(study_name=STUDY, storage=url)
@@ -112,35 +122,13 @@ GRID_STUDY = "ctrlc-grid"
 def test_ctrl_c_on_scaling_grid_fails_the_point_cleanly_and_the_command_resumes(tmp_path):
     # Values 1.0, 1.2, 1.4 and |a * b^2 * g^2 - 2| <= 0.05: four points
     cmd = [sys.executable, "-m", "scaling", "grid", "--arch", BASE, "--step", "0.2", "--max-coefficient", "1.4",
-           "--tolerance", "0.05", "--dataset", "synthetic:240:4:16", "--epochs", "12", "--subset", "160",
+           "--tolerance", "0.05", "--dataset", "synthetic:240:4:16", "--epochs", "40", "--subset", "160",
            "--val-size", "40", "--threads", "1", "--study", GRID_STUDY, "--out", str(tmp_path / "out"), "--quiet"]
     env = {**os.environ, "EFFNAS_HEARTBEAT_INTERVAL": "1", "EFFNAS_GRACE_PERIOD": "3"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run = tmp_path / "out" / "runs" / GRID_STUDY
     url = f"sqlite:///{run / 'study.db'}"
-
-    def running():
-        try:
-            study = optuna.load_study(study_name=GRID_STUDY, storage=url)
-        except Exception:  # noqa: BLE001 - not created yet
-            return None
-        return next((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING), None)
-
-    deadline = time.monotonic() + 90
-    while proc.poll() is None and time.monotonic() < deadline:
-        if (run / "study.db").exists() and running() is not None:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"scaling grid ended before a point trained: {proc.communicate()[1][-2000:]}"
-    time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGINT)
-    try:
-        _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise AssertionError("scaling grid did not exit within 30 s of SIGINT")
-    assert proc.returncode == 130, err[-2000:]
+    code, err = interrupt_mid_trial(cmd, run / "study.db", env)
+    assert code == 130, err[-2000:]
     assert "Traceback" not in err
     study = optuna.load_study(study_name=GRID_STUDY, storage=url)
     trials = study.get_trials(deepcopy=False)
