@@ -421,6 +421,7 @@ def train_listed(candidates: "dict[str, Arch]", base: Arch, dataset: str, *, stu
         trials=len(candidates), study=study, storage=storage, out=out, workers=workers,
         epochs=quick["epochs"] if epochs is None else epochs,
         subset=quick["subset"] if isinstance(subset, str) and subset == "budget" else subset,
+        subset_is_cap=isinstance(subset, str) and subset == "budget",
         val_size=val_size, recipe=recipe, seed=0, split_seed=split_seed, early_stop="none",
         num_threads=num_threads, device=device, max_failures=max_failures)
     per_seed = [_dc.replace(first, seed=s, study=seed_study_name(study, s)) for s in range(seeds)]

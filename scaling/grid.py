@@ -243,6 +243,7 @@ def run_grid(arch: Arch | str, dataset: str, *, step: float = 0.05,
         sampler="grid", trials=len(points), study=study_name, storage=storage, out=out, workers=workers,
         epochs=quick["epochs"] if epochs is None else epochs,
         subset=quick["subset"] if isinstance(subset, str) and subset == "budget" else subset,
+        subset_is_cap=isinstance(subset, str) and subset == "budget",
         val_size=val_size, recipe=recipe, seed=seed, split_seed=split_seed, early_stop=early_stop,
         num_threads=num_threads, device=device, max_failures=max_failures)
     r = resolve_settings(settings)  # every flag checked before anything is written

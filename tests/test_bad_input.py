@@ -179,6 +179,12 @@ CASES = [
     ("search-storage-sqlite-not-a-database", "nas", [*SEARCH, "--storage", "sqlite:///{d}/file.txt"],
      "not a SQLite database"),
     ("search-storage-not-a-url", "nas", [*SEARCH, "--storage", "{d}/study.db"], "--storage"),
+    ("search-subset-larger-than-data", "nas", [*SEARCH, "--subset", "100000"], "--subset"),
+    ("grid-subset-larger-than-data", "scaling", [*GRID, "--subset", "100000"], "--subset"),
+    ("family-train-subset-larger-than-data", "scaling", [*TRAIN_FAMILY, "--subset", "100000"], "--subset"),
+    # the server is asked before the data is read: the storage is what the sentence names
+    ("search-storage-unreachable-before-data", "nas",
+     [*SEARCH, "--dataset", "{d}/no-such-data", "--storage", "postgresql+psycopg://u@127.0.0.1:1/db"], "--storage"),
     # ---------------------------------------------------------------- nas best / pick / report / eval / export
     ("best-not-a-study-run", "nas", ["best", "--study", "s", "--out", "{d}/notrun"], "no study database"),
     ("pick-not-a-study-run", "nas", ["pick", "--study", "s", "--knee", "--out", "{d}/notrun"], "no study database"),
@@ -328,6 +334,20 @@ def test_an_existing_study_with_other_settings_is_refused_not_mixed(change, need
     assert needle in err and "Traceback" not in err
     assert _trials(study_run) == 1
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if not p.name.startswith("study.db")} == before
+
+
+def test_a_refused_study_is_the_only_line_even_when_the_settings_warn(files, tmp_path, capsys):
+    # 1 epoch of a small dataset warns that candidates train too few steps; a refusal that
+    # comes after that check (a study made with other settings) must still be the one line.
+    small = ["search", "--space", str(files / "tiny.yaml"), "--dataset", "synthetic:240:4:16", "--epochs", "1",
+             "--threads", "1", "--quiet", "--study", "w", "--trials", "1", "--early-stop", "none",
+             "--mode", "pareto", "--objectives", "acc,macs", "--out", str(tmp_path)]
+    assert nas_main(small) == 0
+    assert "trains only" in capsys.readouterr().err
+    small[small.index("acc,macs")] = "acc,params"
+    assert nas_main(small) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: study w was made with other settings")
 
 
 # ---------------------------------------------------------------- no traceback, as real processes

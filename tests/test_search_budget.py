@@ -67,10 +67,18 @@ def test_a_budget_subset_larger_than_the_data_uses_every_image(space_file, tmp_p
         return real(arch, data, *args, **kwargs)
 
     monkeypatch.setattr(nas.train, "train", spy)
-    with pytest.warns(UserWarning, match="--subset 2000 is more than the 200 training images"):
+    with pytest.warns(UserWarning, match="subset of 2000 images is more than the 200 training images"):
         run_search(SearchSettings(space=str(space_file), dataset=DATA, val_size=40, trials=1, epochs=1,
                                   num_threads=1, early_stop="none", out=str(tmp_path)), progress=False)
     assert sizes == [200]
+
+
+def test_an_explicit_subset_larger_than_the_data_is_refused_before_anything_is_written(space_file, tmp_path):
+    # DATA holds 240 images; 40 go to validation, so 200 are left to train on.
+    with pytest.raises(UserError, match=r"^--subset must be between 1 and 200 .* got 2000$"):
+        run_search(SearchSettings(space=str(space_file), dataset=DATA, val_size=40, trials=1, epochs=1, subset=2000,
+                                  subset_is_cap=False, num_threads=1, out=str(tmp_path / "out")), progress=False)
+    assert not (tmp_path / "out").exists()
 
 
 def test_recipe_overrides_are_named_as_flags(space_file, tmp_path):

@@ -50,6 +50,7 @@ def _settings(args: argparse.Namespace):
         sized["trials"] = None  # every grid point (resolve_settings counts them)
     if args.subset is not None:
         sized["subset"] = args.subset if args.subset > 0 else None
+        sized["subset_is_cap"] = False  # asked for: more than the data is refused
     return settings_for_budget(
         args.budget, **sized, space=args.space, dataset=args.dataset, mode=args.mode, reward=args.reward, hard=args.hard,
         objectives=tuple(o.strip() for o in args.objectives.split(",")) if args.objectives else None,

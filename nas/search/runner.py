@@ -90,29 +90,36 @@ class _Prepared:
     config: Any
     batch_size: int
     enqueue: list
+    notes: list  # warnings to show once every check has passed (`_warn_notes`)
 
 
 # Fewer optimiser steps per candidate than this and the proxy recipe barely leaves chance.
 MIN_USEFUL_STEPS = 150
 
 
-def _prepare(settings: SearchSettings) -> _Prepared:
-    """Every check that needs the data, before anything is written."""
+def _prepare(settings: SearchSettings, r: Resolved | None = None) -> _Prepared:
+    """Every check that needs the data, before anything is written. Its warnings are kept
+    in ``notes``, so that a refusal found later (a study with other settings, a storage that
+    does not answer) is the only thing the user sees."""
     from space.cost import cost as arch_cost
 
     from ..data import make_splits
     from ..train import TrainConfig
 
-    r = resolve_settings(settings)
+    r = resolve_settings(settings) if r is None else r
     s = settings
+    notes: list[str] = []
     queued = resolve_enqueue(r.space, s.enqueue)
-    # A budget's subset is a cap: on a dataset smaller than it, every candidate gets all images.
-    splits = make_splits(s.dataset, val_size=s.val_size, subset=s.subset, split_seed=s.split_seed,
-                         subset_at_most=True, names={"subset": "--subset", "val_size": "--val-size"})
+    # A budget's subset is a cap: on a dataset smaller than it, every candidate gets all
+    # images. A --subset the user gave is not: more than the data is refused.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        splits = make_splits(s.dataset, val_size=s.val_size, subset=s.subset, split_seed=s.split_seed,
+                             subset_at_most=s.subset_is_cap, names={"subset": "--subset", "val_size": "--val-size"})
+    notes += [str(w.message) for w in caught]
     if s.subset is not None and len(splits.train) < s.subset:
-        warnings.warn(f"--subset {s.subset} is more than the {len(splits.train)} training images that "
-                      f"validation leaves in {s.dataset}; every candidate trains on all {len(splits.train)}",
-                      UserWarning, stacklevel=3)
+        notes.append(f"the budget's subset of {s.subset} images is more than the {len(splits.train)} training images "
+                     f"that validation leaves in {s.dataset}; every candidate trains on all {len(splits.train)}")
     num_classes = splits.num_classes
     if r.mode == "reward" and r.reward_kind == "mnas" and r.target is None:
         # T defaults to the base architecture's MACs: search for a better network of its size
@@ -144,10 +151,15 @@ def _prepare(settings: SearchSettings) -> _Prepared:
         # Measured: at 31 proxy steps every mnasnet_cifar candidate sat at chance on CIFAR-10,
         # so the reward only ranked costs; `nas calibrate` tells how many steps a ranking needs.
         epochs = f"{s.epochs:g} epoch" + ("" if s.epochs == 1 else "s")
-        warnings.warn(f"each candidate trains only {steps} steps ({epochs} of {len(splits.train)} images "
-                      f"in batches of {batch}); the proxy recipe needs a few hundred to rank architectures, "
-                      "so raise --epochs or --subset", UserWarning, stacklevel=3)
-    return _Prepared(r, splits, num_classes, config, batch, queued)
+        notes.append(f"each candidate trains only {steps} steps ({epochs} of {len(splits.train)} images "
+                     f"in batches of {batch}); the proxy recipe needs a few hundred to rank architectures, "
+                     "so raise --epochs or --subset")
+    return _Prepared(r, splits, num_classes, config, batch, queued, notes)
+
+
+def _warn_notes(p: _Prepared) -> None:
+    for note in p.notes:
+        warnings.warn(note, UserWarning, stacklevel=3)
 
 
 def _study_info(p: _Prepared) -> dict:
@@ -459,13 +471,21 @@ def run_search(settings: SearchSettings, progress: bool = True) -> SearchSummary
             exited with an error.
     """
     started = time.monotonic()
-    p = _prepare(settings)
+    r = resolve_settings(settings)
+    storage = None
+    if not r.storage_url.startswith("sqlite:"):
+        # A server that does not answer is told before the data is loaded (minutes for an
+        # image folder); a SQLite file is made only once every check has passed.
+        storage = keep_beating(atomic_state_changes(open_storage(r.storage_url)))
+    p = _prepare(settings, r)
     r, s = p.r, p.r.settings  # the checked settings: the grid sampler caps trials
-    storage = keep_beating(atomic_state_changes(open_storage(r.storage_url)))
+    if storage is None:
+        storage = keep_beating(atomic_state_changes(open_storage(r.storage_url)))
     with _quiet_optuna():
         study, created = create_or_load_study(r, lambda: _study_info(p), storage=storage)
         info = study_info(study)
         enqueue(study, p.enqueue)
+    _warn_notes(p)
     deadline = None if s.timeout is None else started + s.timeout
     bar = _Progress(study, r, progress, r.run_dir / LOG_FILE)
     if progress and r.grid_points is not None and r.trials_asked is not None:

@@ -106,6 +106,9 @@ class SearchSettings:
         recipe: ``"proxy"`` (default) or ``"paper"`` (`nas.train.TrainConfig`).
         epochs: proxy training epochs per candidate.
         subset: training images per candidate (drawn after validation is held out).
+        subset_is_cap: take ``subset`` as a cap, as a budget's default is: on a smaller
+            dataset every candidate trains on all images (with a warning). False (an explicit
+            ``--subset``) refuses a subset larger than the data.
         val_size: validation images (None: `make_splits`' default, 2,500 but at most a
             fifth of the training split); the same images for every candidate.
         seed: training seed of every candidate (so a duplicate is an exact repeat) and the
@@ -143,6 +146,7 @@ class SearchSettings:
     recipe: str = "proxy"
     epochs: int = BUDGETS["quick"]["epochs"]
     subset: int | None = BUDGETS["quick"]["subset"]
+    subset_is_cap: bool = True
     val_size: int | None = None
     seed: int = 0
     split_seed: int = 0
