@@ -9,6 +9,16 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 sys.path.insert(0, os.path.dirname(__file__))
 
 TINY = "net_r16_silu-stem_c8_s1-mb_k3_s2_e2_c16_l1_se0.25-fmb_k3_s2_e2_c24_l2-head_c32"
+# The search tests' space: 8 architectures around a two-stage base, trained in about a second.
+TINY_SPACE_BASE = "net_r16_silu-stem_c8_s1-mb_k3_s2_e2_c16_l1_se0.25-fmb_k3_s2_e2_c24_l1-head_c32"
+TINY_SPACE_YAML = f"""\
+name: tiny
+base: {TINY_SPACE_BASE}
+defaults:
+  kernel: [3, 5]
+  expand: [1, 2]
+  width: [0.5, 1.0]
+"""
 
 
 @pytest.fixture

@@ -28,15 +28,7 @@ pytest.importorskip(
     "optuna_dashboard", reason="optuna-dashboard is not installed (pip install -e '.[dashboard]')"
 )
 
-BASE = "net_r16_silu-stem_c8_s1-mb_k3_s2_e2_c16_l1_se0.25-fmb_k3_s2_e2_c24_l1-head_c32"
-SPACE_YAML = f"""\
-name: tiny
-base: {BASE}
-defaults:
-  kernel: [3, 5]
-  expand: [1, 2]
-  width: [0.5, 1.0]
-"""
+from conftest import TINY_SPACE_BASE as BASE, TINY_SPACE_YAML as SPACE_YAML  # noqa: E402
 STARTUP_TIMEOUT_S = 30.0
 
 # Runs the distribution's own console script (``optuna-dashboard``) with this interpreter;

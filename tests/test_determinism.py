@@ -28,15 +28,7 @@ from optuna.trial import TrialState
 from nas.search.seeding import HistorySeededSampler, derive_seed, position
 from nas.search.study import MAX_RETRY, history_seeded_sampler
 
-BASE = "net_r16_silu-stem_c8_s1-mb_k3_s2_e2_c16_l1_se0.25-fmb_k3_s2_e2_c24_l1-head_c32"
-SPACE_YAML = f"""\
-name: tiny
-base: {BASE}
-defaults:
-  kernel: [3, 5]
-  expand: [1, 2]
-  width: [0.5, 1.0]
-"""
+from conftest import TINY_SPACE_BASE as BASE, TINY_SPACE_YAML as SPACE_YAML  # noqa: E402
 STUDY = "det"
 FAST_HEARTBEAT = {"EFFNAS_HEARTBEAT_INTERVAL": "1", "EFFNAS_GRACE_PERIOD": "3"}
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)

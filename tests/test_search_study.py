@@ -23,15 +23,7 @@ from nas.search.settings import SearchSettings
 from space.command_line import make_main
 from space.errors import UserError
 
-BASE = "net_r16_silu-stem_c8_s1-mb_k3_s2_e2_c16_l1_se0.25-fmb_k3_s2_e2_c24_l1-head_c32"
-SPACE_YAML = f"""\
-name: tiny
-base: {BASE}
-defaults:
-  kernel: [3, 5]
-  expand: [1, 2]
-  width: [0.5, 1.0]
-"""
+from conftest import TINY_SPACE_BASE as BASE, TINY_SPACE_YAML as SPACE_YAML  # noqa: E402
 DATA = "synthetic:240:4:16"
 COMMON = dict(dataset=DATA, epochs=2, subset=160, val_size=40, num_threads=1)
 
