@@ -1,14 +1,16 @@
 """A `scaling family --train` SIGKILLed while a member trains, run again with the same
 command: it ends with every member trained and the same family.json as an uninterrupted
-run, and trains again only the member that was cut off.
+run, the member that was cut off continues from its last finished epoch, and the finished
+one is not trained again.
 
 How it resumes: the family is a study of nas's search runner (one grid trial per member,
-`scaling.family.train_listed`); a member's training is a trial, and a trial keeps no
-checkpoint of its own. The killed trial stays RUNNING in the study's SQLite file until its
-heartbeat is older than the grace period; the next run then marks it FAIL and runs a retry
-(a copy with the same candidate, `RetryHeartbeatStaleTrialCallback`), which trains that
-member from scratch; finished members are counted and not trained again. Training starts
-from ``config.seed`` in every process, so the retry gives the uninterrupted result exactly.
+`scaling.family.train_listed`); a member's training is a trial, checkpointed after every
+epoch in ``runs/<study>/checkpoints/`` (`nas.search.trial`). The killed trial stays RUNNING
+in the study's SQLite file until its heartbeat is older than the grace period; the next run
+then marks it FAIL and runs a retry (a copy with the same candidate,
+`RetryHeartbeatStaleTrialCallback`), which continues that member's checkpoint (user attr
+``resumed_from_epoch``) to the uninterrupted result; finished members are counted and not
+trained again, and a finished member's checkpoint is deleted.
 
 Heartbeats are shortened through the environment (1 s, grace 3 s) as in
 test_storage_faults.py; the defaults (10 s, 30 s) would only make the second run wait
@@ -79,6 +81,8 @@ def test_a_killed_family_training_run_again_ends_as_an_uninterrupted_one(tmp_pat
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the family finished before it was killed"
     before = {t.number: t for t in trials(out)}
+    # The checkpoint is written before the epoch's accuracy is stored: it holds as many, or one more.
+    stored = max(len(t.user_attrs.get(EPOCH_ACC_ATTR, [])) for t in before.values() if t.state == TrialState.RUNNING)
     assert sorted(t.state.name for t in before.values()) == ["COMPLETE", "RUNNING"]
     done_label = next(t.params["candidate"] for t in before.values() if t.state == TrialState.COMPLETE)
     assert not (out / "runs" / STUDY / "family.json").exists()
@@ -95,6 +99,10 @@ def test_a_killed_family_training_run_again_ends_as_an_uninterrupted_one(tmp_pat
     assert before[failed.number].state == TrialState.RUNNING
     retried = {t.params["candidate"] for t in after if t.number not in before}
     assert retried == {failed.params["candidate"]} and done_label not in retried
+    # The retry continued the killed member's checkpoint instead of training from epoch 0.
+    (retry,) = [t for t in after if t.number not in before]
+    assert stored <= retry.user_attrs["resumed_from_epoch"] <= stored + 1
+    assert not list((out / "runs" / STUDY / "checkpoints").glob("*.pt"))
     finished = next(t for t in after if t.params["candidate"] == done_label)
     assert finished.datetime_complete == before[finished.number].datetime_complete
 

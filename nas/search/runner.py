@@ -65,6 +65,9 @@ from .study import (counted_trials, create_or_load_study, enqueue, open_storage,
                     study_info)
 from .trial import ARCH_ATTR, SURPLUS_ATTR, Objective, SurplusTrial, TrialContext
 
+# Per-trial checkpoints, so that the retry of a killed trial continues it (`nas.search.trial`).
+CHECKPOINT_DIR = "checkpoints"
+
 __all__ = ["run_search", "search"]
 
 _WAIT_POLL = 2.0  # seconds between looks at the storage while others' trials run
@@ -207,7 +210,7 @@ def _context(p: _Prepared, study: optuna.Study, info: dict) -> TrialContext:
     return TrialContext(study=study, space=r.space, splits=p.splits, num_classes=p.num_classes, mode=r.mode,
                         costs=r.costs, measured=measured, budgets=dict(r.budgets), reward=reward,
                         epochs=s.epochs, config=p.config, batch_size=p.batch_size, moasha=moasha,
-                        trials=s.trials)
+                        trials=s.trials, checkpoint_dir=r.run_dir / CHECKPOINT_DIR)
 
 
 # --------------------------------------------------------------------------- progress
@@ -324,6 +327,7 @@ def _run_trials(study: optuna.Study, ctx: TrialContext, r: Resolved, progress: _
         nonlocal failures
         if t.state == TrialState.FAIL and not t.user_attrs.get(SURPLUS_ATTR):
             failures += 1
+        objective.finished(t)  # after the storage has its state: a finished trial's checkpoint goes
         progress.finished(t)
 
     ctx.on_epoch, ctx.on_start = progress.on_epoch, progress.on_start
