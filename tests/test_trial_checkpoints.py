@@ -26,12 +26,12 @@ from optuna.trial import TrialState
 from nas.search.early_stop import EPOCH_ACC_ATTR
 from nas.search.runner import CHECKPOINT_DIR, run_search
 from nas.search.settings import SearchSettings
-from nas.search.trial import DISCARDED_ATTR, RESUMED_ATTR, Objective, TrialContext, checkpoint_key
+from nas.search.trial import (DISCARDED_ATTR, RESUMED_ATTR, Objective, TrialContext, checkpoint_key,
+                              sweep_checkpoints)
 from space.arch import Arch
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = "net_r16_silu-stem_c8_s1-mb_k3_s2_e2_c16_l1_se0.25-fmb_k3_s2_e2_c24_l1-head_c32"
-SPACE_YAML = f"name: tiny\nbase: {BASE}\ndefaults:\n  kernel: [3, 5]\n  expand: [1, 2]\n  width: [0.5, 1.0]\n"
+from conftest import TINY_SPACE_BASE as BASE, TINY_SPACE_YAML as SPACE_YAML  # noqa: E402
 DATA = "synthetic:240:4:16"
 STUDY = "ck"
 SEED = 3
@@ -215,3 +215,23 @@ def test_only_complete_and_pruned_trials_lose_their_checkpoint(tmp_path):
     path.write_bytes(b"weights")
     objective.finished(SimpleNamespace(state=TrialState.COMPLETE, user_attrs={"arch": arch}))
     assert not path.exists() and path.parent.is_dir()
+
+
+def test_the_end_of_a_run_sweeps_the_checkpoints_of_finished_architectures(tmp_path):
+    # A process killed between storing a trial and deleting its file leaves the file behind.
+    study = optuna.create_study()
+    folder = tmp_path / CHECKPOINT_DIR
+    folder.mkdir()
+    archs = [BASE, BASE.replace("head_c32", "head_c48"), BASE.replace("head_c32", "head_c64")]
+    for arch, state in zip(archs, (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+        study.add_trial(optuna.trial.create_trial(state=state, value=0.5 if state == TrialState.COMPLETE else None,
+                                                  user_attrs={"arch": arch}))
+        (folder / f"{checkpoint_key(arch, SEED)}.pt").write_bytes(b"weights")
+    running = study.ask()
+    running.set_user_attr("arch", archs[0])
+    assert sweep_checkpoints(study, folder, SEED) == 0  # a running trial may be writing there
+    study.tell(running, 0.4)
+    assert sweep_checkpoints(study, folder, SEED) == 2
+    assert sorted(p.name for p in folder.iterdir()) == [f"{checkpoint_key(archs[2], SEED)}.pt"]  # the failed one's
+    (folder / f"{checkpoint_key(archs[2], SEED)}.pt").unlink()
+    assert sweep_checkpoints(study, folder, SEED) == 0 and not folder.exists()

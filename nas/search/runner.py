@@ -63,7 +63,7 @@ from .storage_url import redact
 from .trial_states import atomic_state_changes
 from .study import (counted_trials, create_or_load_study, enqueue, open_storage, resolve_enqueue,
                     study_info)
-from .trial import ARCH_ATTR, SURPLUS_ATTR, Objective, SurplusTrial, TrialContext
+from .trial import ARCH_ATTR, SURPLUS_ATTR, Objective, SurplusTrial, TrialContext, sweep_checkpoints
 
 # Per-trial checkpoints, so that the retry of a killed trial continues it (`nas.search.trial`).
 CHECKPOINT_DIR = "checkpoints"
@@ -513,6 +513,7 @@ def run_search(settings: SearchSettings, progress: bool = True) -> SearchSummary
         raise
     bar.close()
     try:
+        sweep_checkpoints(study, r.run_dir / CHECKPOINT_DIR, s.seed)
         return write_outputs(study, r.out)
     except Exception as err:  # noqa: BLE001
         if not is_unreachable(err):

@@ -127,6 +127,28 @@ def checkpoint_key(arch: str, seed: int) -> str:
     return hashlib.sha256(f"{arch}\nseed={int(seed)}".encode("utf-8")).hexdigest()[:16]
 
 
+def sweep_checkpoints(study: optuna.Study, checkpoint_dir: Path, seed: int) -> int:
+    """Delete the checkpoints of architectures the study holds as COMPLETE or PRUNED (a
+    process killed between storing a trial and deleting its file leaves one behind), and
+    the folder when it is empty; only when no trial is running, since a running one may
+    be writing there. Returns how many files went."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir() or study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        return 0
+    removed = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        arch = t.user_attrs.get(ARCH_ATTR)
+        path = folder / f"{checkpoint_key(arch, seed)}.pt" if arch else None
+        if path is not None and path.exists():
+            path.unlink(missing_ok=True)
+            removed += 1
+    try:
+        folder.rmdir()
+    except OSError:  # a failed trial's checkpoint stays for its retry
+        pass
+    return removed
+
+
 def _saved_accuracies(path: Path | None, arch: str) -> list[float]:
     """The per-epoch validation accuracies in the checkpoint at ``path`` (its ``history``),
     or [] when there is none, it cannot be read or it is of another architecture."""
