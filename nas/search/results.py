@@ -138,7 +138,9 @@ def trial_record(t: FrozenTrial, objective_names: Sequence[str]) -> dict[str, An
             epoch_accuracies(t)[-1] if name == "acc" and epoch_accuracies(t) else a.get(name))
     for key in ("reward", "val_acc", "val_acc_se", "macs", "params", "latency", "step_time"):
         rec.setdefault(key, a.get(key))
-    rec["epochs"] = len(epoch_accuracies(t))  # trained in this trial (a duplicate trains none)
+    # epochs this architecture was trained for (a duplicate trains none; a retry resumed from its
+    # killed predecessor's checkpoint counts the restored epochs too)
+    rec["epochs"] = len(epoch_accuracies(t))
     rec["seconds"] = a.get("seconds") if DUPLICATE_ATTR not in a else 0.0
     rec["duplicate_of"] = a.get(DUPLICATE_ATTR)
     rec["reason"] = trial_reason(t)
