@@ -61,13 +61,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BASE = "net_r16_silu-stem_c8_s1-mb_k3_s2_e2_c16_l1_se0.25-fmb_k3_s2_e2_c24_l1-head_c32"
+# 48 architectures: with the 8 of the tests' tiny space most of 40 trials were duplicates
+# (reused, not trained), the study ended in seconds and the killer rarely found a trial training.
 SPACE_YAML = f"""\
-name: tiny
+name: soak
 base: {BASE}
 defaults:
-  kernel: [3, 5]
-  expand: [1, 2]
-  width: [0.5, 1.0]
+  kernel: [3, 5, 7]
+  expand: [1, 2, 3, 4]
+  width: [0.5, 0.75, 1.0, 1.25]
 """
 DATA = "synthetic:240:4:16"
 FAST_HEARTBEAT = {"EFFNAS_HEARTBEAT_INTERVAL": "1", "EFFNAS_GRACE_PERIOD": "3"}
@@ -217,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
               f"requested {r['requested']}  completed {r['completed']}  retried {r['retried']}  "
               f"lost {r['lost']}  duplicated {r['duplicated']}  |  FAIL rows {r['failed']}, "
               f"worker processes {r['worker_processes']}, wall {r['wall_s']:.0f} s", flush=True)
+        if r["kills"] < a.kills:
+            print(f"{backend}: only {r['kills']} of {a.kills} kills landed before the study finished; "
+                  "raise --trials or --epochs for a longer run", flush=True)
         if r["lost"] or r["duplicated"]:
             print(f"{backend}: left RUNNING/WAITING {r['left']}, retry chains without a counted copy "
                   f"{r['dead_chains']}: {r['chains']}", flush=True)
