@@ -228,3 +228,28 @@ def test_a_search_gives_up_after_its_patience_and_the_same_command_finishes(own_
     assert len([t for t in trials if t.state in COUNTED]) == done + 2
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     _no_trial_counted_twice(trials)
+
+
+def test_reads_that_work_do_not_reset_the_clock_while_every_trial_fails_to_write(monkeypatch):
+    # A full disk: counting trials works, starting one fails. The search must still end, after
+    # the patience, rather than loop for ever with the clock reset by each good read.
+    from types import SimpleNamespace
+
+    import nas.search.runner as runner
+
+    monkeypatch.setenv(PATIENCE_ENV, "1")
+    study = optuna.create_study()
+
+    def optimize(*args, **kwargs):
+        raise _operational("database or disk is full")
+
+    monkeypatch.setattr(study, "optimize", optimize)
+    monkeypatch.setattr(runner, "Objective", lambda ctx: SimpleNamespace(finished=lambda t: None))
+    r = SimpleNamespace(settings=SimpleNamespace(trials=3), storage_url="sqlite:///study.db", max_failures=3,
+                        study_name="full")
+    ctx = SimpleNamespace(on_epoch=None, on_start=None)
+    progress = SimpleNamespace(on_epoch=None, on_start=None, finished=lambda t: None)
+    started = time.monotonic()
+    with pytest.raises(StorageUnreachable, match="disk is full"):
+        runner._run_trials(study, ctx, r, progress, deadline=time.monotonic() + 60)
+    assert time.monotonic() - started < 10

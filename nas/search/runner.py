@@ -343,8 +343,10 @@ def _run_trials(study: optuna.Study, ctx: TrialContext, r: Resolved, progress: _
                 raise
             outage.wait(err)
             continue
-        outage.ok()
+        # The clock of an outage is reset only by a trial that went through (or by having no
+        # trial to run): reads that work while every write fails (a full disk) still end.
         if done >= trials:
+            outage.ok()
             return "done"
         if deadline is not None and time.monotonic() >= deadline:
             return "timeout"
@@ -354,6 +356,7 @@ def _run_trials(study: optuna.Study, ctx: TrialContext, r: Resolved, progress: _
             return "failures"
         if done + running >= trials:
             # Other workers' trials may fill the count; wait for them (or for them to go stale).
+            outage.ok()
             time.sleep(_WAIT_POLL)
             continue
         try:
@@ -364,6 +367,8 @@ def _run_trials(study: optuna.Study, ctx: TrialContext, r: Resolved, progress: _
             if not is_unreachable(err):
                 raise
             outage.wait(err)
+        else:
+            outage.ok()
 
 
 def _worker(settings_dict: dict, index: int, deadline_wall: float | None) -> None:
