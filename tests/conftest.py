@@ -26,3 +26,11 @@ def tiny_arch():
     from space import Arch
 
     return Arch.from_string(TINY)
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    """``TINY_SPACE_YAML`` written to a file (a test module may define its own space_file)."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SPACE_YAML)
+    return path

@@ -23,16 +23,9 @@ from nas.search.settings import SearchSettings
 from space.command_line import make_main
 from space.errors import UserError
 
-from conftest import TINY_SPACE_BASE as BASE, TINY_SPACE_YAML as SPACE_YAML  # noqa: E402
+from conftest import TINY_SPACE_BASE as BASE  # noqa: E402
 DATA = "synthetic:240:4:16"
 COMMON = dict(dataset=DATA, epochs=2, subset=160, val_size=40, num_threads=1)
-
-
-@pytest.fixture
-def space_file(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(SPACE_YAML)
-    return path
 
 
 def settings(space_file, tmp_path, **kw):

@@ -26,7 +26,6 @@ from nas.search.storage_url import redact, scrub
 from nas.search.study import GRACE_PERIOD, HEARTBEAT_INTERVAL, heartbeat_settings, open_storage
 from space.errors import UserError
 
-from conftest import TINY_SPACE_BASE as BASE, TINY_SPACE_YAML as SPACE_YAML  # noqa: E402
 DATA = "synthetic:240:4:16"
 COMMON = dict(dataset=DATA, epochs=1, subset=160, val_size=40, num_threads=1, early_stop="none")
 FAST_HEARTBEAT = {"EFFNAS_HEARTBEAT_INTERVAL": "1", "EFFNAS_GRACE_PERIOD": "3"}
@@ -49,13 +48,6 @@ def postgres_url() -> str:
 def unique_study(prefix: str) -> str:
     """A study name of its own: the PostgreSQL database is shared by every test and run."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-def space_file(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(SPACE_YAML)
-    return path
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from optuna.trial import TrialState
 from nas.search.outage import (MAX_DELAY, PATIENCE_ENV, Outage, StorageUnreachable, is_unreachable,
                                keep_beating, storage_patience)
 from space.errors import UserError
-from test_storage_faults import COUNTED, DATA, FAST_HEARTBEAT, SPACE_YAML
+from conftest import TINY_SPACE_YAML as SPACE_YAML
+from test_storage_faults import COUNTED, DATA, FAST_HEARTBEAT
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "local_postgres.sh"
@@ -138,18 +139,21 @@ def own_postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _search(server, tmp_path, study, trials, patience):
+def _start_search(server, tmp_path, monkeypatch, study, trials, patience, wait_for):
+    """Start `nas search` on the server; return (argv, env, process, the trials COMPLETE once
+    ``wait_for`` of them are). This process reads the study with the same password file."""
+    monkeypatch.setenv("PGPASSFILE", server["env"]["PGPASSFILE"])
     space = tmp_path / "tiny.yaml"
     space.write_text(SPACE_YAML)
     argv = [sys.executable, "-m", "nas", "search", "--space", str(space), "--dataset", DATA, "--trials", str(trials),
             "--epochs", "2", "--subset", "160", "--val-size", "40", "--threads", "1", "--early-stop", "none",
             "--storage", server["url"], "--study", study, "--out", str(tmp_path / "out"), "--quiet"]
     env = {**server["env"], PATIENCE_ENV: str(patience)}
-    return argv, env
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return argv, env, proc, _wait_for_complete(server, study, proc, wait_for)
 
 
 def _trials(server, study):
-    os.environ.setdefault("PGPASSFILE", server["env"]["PGPASSFILE"])
     return optuna.load_study(study_name=study, storage=server["url"]).get_trials()
 
 
@@ -180,10 +184,7 @@ def _no_trial_counted_twice(trials):
 
 def test_a_search_rides_out_a_server_restart(own_postgres, tmp_path, monkeypatch):
     server = own_postgres
-    monkeypatch.setenv("PGPASSFILE", server["env"]["PGPASSFILE"])
-    argv, env = _search(server, tmp_path, "restart", trials=8, patience=120)
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    before = _wait_for_complete(server, "restart", proc, 2)
+    _, _, proc, before = _start_search(server, tmp_path, monkeypatch, "restart", trials=8, patience=120, wait_for=2)
     stopped = server["script"]("stop")
     assert stopped.returncode == 0, stopped.stderr
     time.sleep(5)
@@ -203,10 +204,8 @@ def test_a_search_rides_out_a_server_restart(own_postgres, tmp_path, monkeypatch
 
 def test_a_search_gives_up_after_its_patience_and_the_same_command_finishes(own_postgres, tmp_path, monkeypatch):
     server = own_postgres
-    monkeypatch.setenv("PGPASSFILE", server["env"]["PGPASSFILE"])
-    argv, env = _search(server, tmp_path, "give-up", trials=40, patience=4)
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    before = _wait_for_complete(server, "give-up", proc, 1)
+    argv, env, proc, before = _start_search(server, tmp_path, monkeypatch, "give-up", trials=40, patience=4,
+                                            wait_for=1)
     stopped_at = time.monotonic()
     assert server["script"]("stop").returncode == 0
     try:

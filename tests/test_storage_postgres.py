@@ -32,15 +32,6 @@ def url():
 
 
 @pytest.fixture
-def space_file(tmp_path):
-    from test_storage_faults import SPACE_YAML
-
-    path = tmp_path / "tiny.yaml"
-    path.write_text(SPACE_YAML)
-    return path
-
-
-@pytest.fixture
 def study_name(url):
     name = unique_study("pg")
     yield name
