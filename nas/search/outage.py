@@ -26,7 +26,7 @@ import optuna
 
 from space.errors import UserError
 
-from .storage_url import redact, scrub
+from .storage_url import driver_message, redact
 
 __all__ = ["DEFAULT_PATIENCE", "PATIENCE_ENV", "Outage", "StorageUnreachable", "is_unreachable",
            "keep_beating", "storage_patience"]
@@ -69,16 +69,6 @@ def is_unreachable(err: BaseException) -> bool:
     return False
 
 
-def _reason(err: BaseException, url: str) -> str:
-    """The first line of the driver's message, without SQLAlchemy's wrapping or a password."""
-    while getattr(err, "orig", None) is None and (err.__cause__ or err.__context__) is not None:
-        err = err.__cause__ or err.__context__
-    inner = getattr(err, "orig", None) or err
-    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
-    text = lines[0] if lines else type(inner).__name__
-    return scrub(text, url).rstrip(".")
-
-
 class Outage:
     """Call `wait(err)` after each failed storage call and `ok()` after each good pass.
 
@@ -103,7 +93,7 @@ class Outage:
     def wait(self, err: BaseException) -> None:
         """Sleep before the next try; raise `StorageUnreachable` once ``patience`` is spent."""
         now = self._clock()
-        reason = _reason(err, self.url)
+        reason = driver_message(err, self.url)
         if self.since is None:
             self.since = now
             self.outages += 1

@@ -3,7 +3,8 @@
 Every message, log line and output file that names a study's storage goes through
 `redact` (``postgresql+psycopg://user:secret@host/db`` -> ``postgresql+psycopg://user:***@host/db``),
 so a password given in ``--storage`` is never printed, logged or written to a run folder.
-`scrub` removes the password from any other text (a driver's error message, say).
+`scrub` removes the password from any other text, and `driver_message` gives a database
+error's first line that way.
 A URL without a password (the password coming from ``PGPASSWORD`` or a pgpass file) is
 shown unchanged.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["redact", "password_of", "scrub", "MASK"]
+__all__ = ["redact", "password_of", "scrub", "driver_message", "MASK"]
 
 MASK = "***"
 
@@ -62,3 +63,19 @@ def scrub(text: str, url: str | None) -> str:
             if form:
                 text = text.replace(form, MASK)
     return _USERINFO.sub(lambda m: f"{m.group('head')}:{MASK}@" if m.group("password") else m.group(0), text)
+
+
+def driver_message(err: BaseException, url: str) -> str:
+    """The first line of the database driver's message in ``err`` (found through SQLAlchemy's
+    ``orig`` and the exception's causes), without SQLAlchemy's wrapping, a trailing period or
+    the password of ``url``."""
+    seen = set()
+    while getattr(err, "orig", None) is None and id(err) not in seen and (err.__cause__ or err.__context__):
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    inner = getattr(err, "orig", None) or err
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    text = lines[0] if lines else type(inner).__name__
+    text = re.sub(r"^\([\w.]+\)\s*", "", text)  # "(psycopg.OperationalError) ..."
+    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", text)
+    return scrub(text, url).rstrip(".")

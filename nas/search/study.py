@@ -31,7 +31,6 @@ through `nas.search.storage_url.redact`.
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -43,7 +42,7 @@ from space.errors import UserError
 
 from .seeding import HistorySeededSampler
 from .settings import Resolved
-from .storage_url import redact, scrub
+from .storage_url import driver_message, redact, scrub
 
 __all__ = ["STUDY_ATTR", "IDENTITY_ATTR", "HEARTBEAT_INTERVAL", "GRACE_PERIOD", "MAX_RETRY",
            "heartbeat_settings", "open_storage", "make_sampler", "history_seeded_sampler", "make_pruner",
@@ -104,16 +103,6 @@ def _driver_hint(url: str) -> str:
     return ""
 
 
-def _reason(err: BaseException, url: str) -> str:
-    """The first line of a driver's error, without SQLAlchemy's wrapping or the password."""
-    inner = getattr(err, "orig", None) or err
-    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
-    text = lines[0] if lines else type(inner).__name__
-    text = re.sub(r"^\([\w.]+\)\s*", "", text)  # "(psycopg.OperationalError) ..."
-    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", text)
-    return scrub(text, url).rstrip(".")
-
-
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
     """An `RDBStorage` for ``url`` with heartbeats (`heartbeat_settings`) and retry of
     stale trials. A SQLite file's folder is created (with ``create``); without ``create``
@@ -145,7 +134,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
             raise UserError(f"--storage {shown}: the database driver is not installed "
                             f"({scrub(str(err), url)}){_driver_hint(url)}") from None
         except Exception as err:  # noqa: BLE001 - sqlalchemy's many connection errors
-            reason = _reason(err, url)
+            reason = driver_message(err, url)
             if "no password supplied" in reason:
                 reason += "; give the password in PGPASSWORD or a pgpass file (PGPASSFILE), not on the command line"
             raise UserError(f"--storage {shown} cannot be opened: {reason}") from None
