@@ -54,13 +54,12 @@ from space.errors import UserError
 
 from .budgets import candidate_costs, largest_reachable, smallest_reachable
 from .early_stop import MOASHA
-from .outage import Outage, StorageUnreachable, is_unreachable, keep_beating
+from .outage import Outage, StorageUnreachable, is_unreachable
 from .objectives import MnasReward, V2Reward, format_quantity, reward_from_dict
 from .results import LOG_FILE, SearchSummary, summarize, trial_reason, write_outputs
 from .settings import Resolved, SearchSettings, resolve_settings, settings_for_budget
 from .stale import StaleTrials
 from .storage_url import redact
-from .trial_states import atomic_state_changes
 from .study import (counted_trials, create_or_load_study, enqueue, open_storage, resolve_enqueue,
                     study_info)
 from .trial import ARCH_ATTR, SURPLUS_ATTR, Objective, SurplusTrial, TrialContext, sweep_checkpoints
@@ -379,7 +378,7 @@ def _worker(settings_dict: dict, index: int, deadline_wall: float | None) -> Non
             d[key] = tuple(d[key])
     settings = SearchSettings(**d)
     p = _prepare(settings)
-    storage = keep_beating(atomic_state_changes(open_storage(p.r.storage_url)))
+    storage = open_storage(p.r.storage_url)
     with _quiet_optuna():
         study, _ = create_or_load_study(p.r, {}, storage=storage, seed_offset=1000 * (index + 1))
     info = study_info(study)
@@ -485,11 +484,11 @@ def run_search(settings: SearchSettings, progress: bool = True) -> SearchSummary
     if not r.storage_url.startswith("sqlite:"):
         # A server that does not answer is told before the data is loaded (minutes for an
         # image folder); a SQLite file is made only once every check has passed.
-        storage = keep_beating(atomic_state_changes(open_storage(r.storage_url)))
+        storage = open_storage(r.storage_url)
     p = _prepare(settings, r)
     r, s = p.r, p.r.settings  # the checked settings: the grid sampler caps trials
     if storage is None:
-        storage = keep_beating(atomic_state_changes(open_storage(r.storage_url)))
+        storage = open_storage(r.storage_url)
     with _quiet_optuna():
         study, created = create_or_load_study(r, lambda: _study_info(p), storage=storage)
         info = study_info(study)

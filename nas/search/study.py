@@ -42,7 +42,9 @@ from space.errors import UserError
 
 from .seeding import HistorySeededSampler
 from .settings import Resolved
+from .outage import keep_beating
 from .storage_url import driver_message, redact, scrub
+from .trial_states import atomic_state_changes
 
 __all__ = ["STUDY_ATTR", "IDENTITY_ATTR", "HEARTBEAT_INTERVAL", "GRACE_PERIOD", "MAX_RETRY",
            "heartbeat_settings", "open_storage", "make_sampler", "history_seeded_sampler", "make_pruner",
@@ -104,11 +106,13 @@ def _driver_hint(url: str) -> str:
 
 
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
-    """An `RDBStorage` for ``url`` with heartbeats (`heartbeat_settings`) and retry of
-    stale trials. A SQLite file's folder is created (with ``create``); without ``create``
-    a missing SQLite file is a `UserError` rather than a new empty database. A server that
-    cannot be reached, a refused login or a missing driver is a `UserError` of one
-    sentence that names the URL without its password."""
+    """An `RDBStorage` for ``url`` with heartbeats (`heartbeat_settings`), retry of stale
+    trials, state changes two workers cannot both win (`nas.search.trial_states`) and
+    heartbeats that skip a beat while the database does not answer (`nas.search.outage`).
+    A SQLite file's folder is created (with ``create``); without ``create`` a missing SQLite
+    file is a `UserError` rather than a new empty database. A server that cannot be reached,
+    a refused login or a missing driver is a `UserError` of one sentence that names the URL
+    without its password."""
     path = _sqlite_path(url)
     if path is not None:
         if create:
@@ -140,7 +144,8 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
             raise UserError(f"--storage {shown} cannot be opened: {reason}") from None
     if path is not None:
         _fast_sqlite(storage)
-    return storage
+    # Two workers never both win one trial's state change; heartbeats outlive an outage.
+    return keep_beating(atomic_state_changes(storage))
 
 
 def _fast_sqlite(storage: optuna.storages.RDBStorage) -> None:
