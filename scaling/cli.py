@@ -554,24 +554,30 @@ def _add_arch_and_coefficients(p: argparse.ArgumentParser, *, coefficients: bool
                    help="dropout of every member (default: grows with phi as B0..B7's does)")
 
 
-def _add_train_flags(p: argparse.ArgumentParser, *, study_default: str) -> None:
+def _add_train_flags(p: argparse.ArgumentParser, *, study_default: str, unit: str = "network",
+                     seeds: bool = True, dataset_note: str = "") -> None:
+    """The training flags of family --train, compare and grid: ``unit`` names what is trained
+    in the help; ``seeds`` adds --seeds K (several studies), else --seed S (one)."""
     p.add_argument("--dataset", default=None, metavar="D",
-                   help="train on D: cifar10, cifar100, synthetic[:N[:C[:S]]] or an image folder")
+                   help="train on D: cifar10, cifar100, synthetic[:N[:C[:S]]] or an image folder" + dataset_note)
     p.add_argument("--epochs", default=None, metavar="E",
-                   help="training epochs per network (default: the quick budget's, %s)" % _QUICK["epochs"])
+                   help=f"training epochs per {unit} (default: the quick budget's, {_QUICK['epochs']})")
     p.add_argument("--subset", default=None, metavar="N",
-                   help="training images per network, 0 for all (default: the quick budget's, %s)" % _QUICK["subset"])
+                   help=f"training images per {unit}, 0 for all (default: the quick budget's, {_QUICK['subset']})")
     p.add_argument("--val-size", default=None, metavar="N",
-                   help="validation images, the same for every network (default 2500, at most a fifth)")
+                   help=f"validation images, the same for every {unit} (default 2500, at most a fifth)")
     p.add_argument("--recipe", choices=["proxy", "paper"], default="proxy", help="training recipe (proxy)")
-    p.add_argument("--seeds", default=None, metavar="K",
-                   help="train every network K times with training seeds 0..K-1 (default 1); seed s > 0 "
-                        "is the study <study>-s<s>")
+    if seeds:
+        p.add_argument("--seeds", default=None, metavar="K",
+                       help="train every network K times with training seeds 0..K-1 (default 1); seed s > 0 "
+                            "is the study <study>-s<s>")
+    else:
+        p.add_argument("--seed", default="0", metavar="S", help=f"training seed of every {unit} (0)")
     p.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage URL (default sqlite <out>/runs/<study>/study.db)")
     p.add_argument("--study", default=None, metavar="NAME",
                    help=f"study name, also the run folder (default {study_default})")
-    p.add_argument("--workers", default="1", metavar="K", help="processes training at once (1)")
+    p.add_argument("--workers", default="1", metavar="K", help=f"processes training {unit}s at once (1)")
     p.add_argument("--threads", default=None, metavar="T", help="CPU threads for training (torch's choice)")
     p.add_argument("--device", default=None, metavar="D", help="cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -648,27 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "same command again resumes the study.")
     _add_arch_and_coefficients(p, coefficients=False)
     p.add_argument("--dry-run", action="store_true", help="list the points; train nothing")
-    p.add_argument("--dataset", default=None, metavar="D",
-                   help="train on D: cifar10, cifar100, synthetic[:N[:C[:S]]] or an image folder "
-                        "(required without --dry-run)")
-    p.add_argument("--epochs", default=None, metavar="E",
-                   help="training epochs per point (default: the quick budget's, %s)" % _QUICK["epochs"])
-    p.add_argument("--subset", default=None, metavar="N",
-                   help="training images per point, 0 for all (default: the quick budget's, %s)" % _QUICK["subset"])
-    p.add_argument("--val-size", default=None, metavar="N",
-                   help="validation images, the same for every point (default 2500, at most a fifth)")
-    p.add_argument("--recipe", choices=["proxy", "paper"], default="proxy", help="training recipe (proxy)")
-    p.add_argument("--seed", default="0", metavar="S", help="training seed of every point (0)")
-    p.add_argument("--storage", default=None, metavar="URL",
-                   help="Optuna storage URL (default sqlite <out>/runs/<study>/study.db)")
-    p.add_argument("--study", default=None, metavar="NAME",
-                   help="study name, also the run folder (default <base name>-grid)")
-    p.add_argument("--workers", default="1", metavar="K", help="processes training points at once (1)")
-    p.add_argument("--threads", default=None, metavar="T", help="CPU threads for training (torch's choice)")
-    p.add_argument("--device", default=None, metavar="D", help="cuda, cuda:1, cpu (default: cuda if available)")
+    _add_train_flags(p, study_default="<base name>-grid", unit="point", seeds=False,
+                     dataset_note=" (required without --dry-run)")
     p.add_argument("--out", default=".", metavar="DIR",
                    help="folder holding runs/<study>/ (default: the working directory)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--step", default="0.05", metavar="S", help="grid step (default 0.05)")
     p.add_argument("--tolerance", default=str(DEFAULT_PRODUCT_TOLERANCE), metavar="T",
                    help="absolute tolerance of the product around 2 (default %(default)s)")
