@@ -44,7 +44,7 @@ from typing import Any, Mapping
 
 from .arch import Arch, ArchError
 from .presets import _looks_like_arch_string, get_preset
-from .search import SpaceError, _picker, _resolve_base
+from .search import SpaceError, SpaceFacts, _picker, _resolve_base
 
 __all__ = ["ListedSpace", "CANDIDATE_PARAM", "is_listed"]
 
@@ -132,7 +132,7 @@ def _json_pairs(pairs):
     return dict(pairs)
 
 
-class ListedSpace:
+class ListedSpace(SpaceFacts):
     """Named candidate architectures; see the module docstring for the format.
 
     Build one with `ListedSpace.from_dict`, `ListedSpace.load_file` or `SearchSpace.load`
@@ -256,24 +256,6 @@ class ListedSpace:
                 "candidates": dict(self._strings)}
 
     # --- facts -------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def description(self) -> str:
-        return self._description
-
-    @property
-    def base(self) -> Arch:
-        """The reference architecture (the file's ``base``, else the first candidate)."""
-        return self._base
-
-    @property
-    def source(self) -> str:
-        """Where the space came from (the file, or "space dict")."""
-        return self._source
 
     @property
     def labels(self) -> tuple[str, ...]:

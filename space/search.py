@@ -168,7 +168,36 @@ def _fmt_value(value: Any) -> str:
     return repr(value)
 
 
-class SearchSpace:
+class SpaceFacts:
+    """What every kind of search space states about itself, from the ``_name``,
+    ``_description``, ``_base`` and ``_source`` its constructor sets."""
+
+    _name: str
+    _description: str
+    _base: Arch
+    _source: str
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    @property
+    def base(self) -> Arch:
+        """The reference architecture: the choices' base (a listed space: its ``base``, else
+        its first candidate); the default MACs target is its cost."""
+        return self._base
+
+    @property
+    def source(self) -> str:
+        """Where the space came from (the file, or "space dict")."""
+        return self._source
+
+
+class SearchSpace(SpaceFacts):
     """Per-stage choices around a base `Arch`; see the module docstring for the format.
 
     Build one with `SearchSpace.load` (a shipped name or a file) or
@@ -385,24 +414,6 @@ class SearchSpace:
         return d
 
     # --- facts -------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def description(self) -> str:
-        return self._description
-
-    @property
-    def base(self) -> Arch:
-        """The base architecture the choices are relative to."""
-        return self._base
-
-    @property
-    def source(self) -> str:
-        """Where the space came from (the file, or "space dict")."""
-        return self._source
 
     @property
     def num_stages(self) -> int:
