@@ -34,3 +34,18 @@ def space_file(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_SPACE_YAML)
     return path
+
+
+def spy_train(monkeypatch):
+    """Record the arch string of every `nas.train.train` call (training still happens)."""
+    import nas.train
+
+    calls = []
+    real = nas.train.train
+
+    def spy(arch, *args, **kwargs):
+        calls.append(arch.to_string())
+        return real(arch, *args, **kwargs)
+
+    monkeypatch.setattr(nas.train, "train", spy)
+    return calls

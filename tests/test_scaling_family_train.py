@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import nas.train
+from conftest import spy_train
 from nas.cli import main as nas_main
 from nas.report.data import load_family
 from nas.search.runner import run_search
@@ -40,18 +40,6 @@ def argv(out, *extra):
 
 def load(out, name):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'runs' / name / 'study.db'}")
-
-
-def spy_train(monkeypatch):
-    calls = []
-    real = nas.train.train
-
-    def spy(arch, *args, **kwargs):
-        calls.append(arch.to_string())
-        return real(arch, *args, **kwargs)
-
-    monkeypatch.setattr(nas.train, "train", spy)
-    return calls
 
 
 def searched_study(out):

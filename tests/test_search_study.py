@@ -23,7 +23,7 @@ from nas.search.settings import SearchSettings
 from space.command_line import make_main
 from space.errors import UserError
 
-from conftest import TINY_SPACE_BASE as BASE  # noqa: E402
+from conftest import TINY_SPACE_BASE as BASE, spy_train  # noqa: E402
 DATA = "synthetic:240:4:16"
 COMMON = dict(dataset=DATA, epochs=2, subset=160, val_size=40, num_threads=1)
 
@@ -35,18 +35,6 @@ def settings(space_file, tmp_path, **kw):
 def load(tmp_path, name):
     url = f"sqlite:///{tmp_path / 'out' / 'runs' / name / 'study.db'}"
     return optuna.load_study(study_name=name, storage=url)
-
-
-def spy_train(monkeypatch):
-    calls = []
-    real = nas.train.train
-
-    def spy(arch, *args, **kwargs):
-        calls.append(arch.to_string())
-        return real(arch, *args, **kwargs)
-
-    monkeypatch.setattr(nas.train, "train", spy)
-    return calls
 
 
 def test_reward_mode_mnas_soft_completes_and_writes_outputs(space_file, tmp_path):
